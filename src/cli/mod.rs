@@ -1,0 +1,197 @@
+//! The `voice-edge` command line: argument parsing, wiring, and error
+//! reporting with `anyhow` (the only place it is used).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::engine::TurnEngine;
+use crate::flow::FlowSession;
+use crate::media::{wav, ENGINE_RATE};
+use crate::models::{self, FetchOptions, FetchSet, Manifest};
+use crate::ops::config::Config;
+use crate::ops::logging;
+
+#[derive(Debug, Parser)]
+#[command(name = "voice-edge", version, about = "Real-time AI voice agent at the network edge")]
+pub struct Cli {
+    /// Configuration file (default: the embedded configs/voice-edge.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run caller utterances through VAD, ASR, intent, flow and TTS; print one
+    /// JSON object per utterance.
+    Turn {
+        /// Caller utterance(s): WAV files of any rate and channel count.
+        #[arg(long = "wav", value_name = "FILE", required = true)]
+        wavs: Vec<PathBuf>,
+        /// Flow to use (default: flows.default from the config).
+        #[arg(long)]
+        flow: Option<String>,
+        /// DTMF digits keyed during the (first) utterance, e.g. "456789#".
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Treat the utterances as consecutive turns of one call (default:
+        /// each is the first turn of its own call).
+        #[arg(long)]
+        same_call: bool,
+        /// Where to write the spoken reply (one utterance only).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Directory for `<name>.reply.wav` per utterance.
+        #[arg(long, value_name = "DIR", conflicts_with = "out")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Speak text with the configured TTS voice into a WAV file (16 kHz).
+    Say {
+        text: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Validate a configuration file, its flows and its model files, without starting.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Fetch, list and verify models.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download, assemble, convert and verify the models of a set.
+    Fetch {
+        /// test: what the test suite needs; default: what the default config runs; all: every model.
+        #[arg(long, default_value = "default")]
+        set: FetchSet,
+        /// Models directory (default: models.dir from the config, else $VOICE_EDGE_MODELS_DIR or ~/.cache/voice-edge/models).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Hide progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List the manifest's models and whether each is present and verified.
+    List {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let cfg = Config::load_or_embedded(cli.config.as_deref())?;
+    logging::init(&cfg.logging).map_err(anyhow::Error::msg).context("setting up logging")?;
+    match cli.command {
+        Command::Turn { wavs, flow, dtmf, same_call, out, out_dir } => {
+            if out.is_some() && wavs.len() > 1 {
+                bail!("--out takes one utterance; use --out-dir for several");
+            }
+            turn(&cfg, &wavs, flow.as_deref(), dtmf.as_deref(), same_call, out.as_deref(), out_dir.as_deref())
+        }
+        Command::Say { text, out } => {
+            let tts = crate::engine::tts::Tts::new(cfg.tts.clone())?;
+            let speech = tts.synthesize(&text)?;
+            let audio = crate::media::resample::resample(&speech.samples, speech.rate, ENGINE_RATE)?;
+            wav::write_wav(&out, ENGINE_RATE, &audio)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { file } => {
+            let cfg = Config::load(&file)?;
+            let paths = cfg.check()?;
+            println!("{}: ok (asr {}, intent {}, flow {})", file.display(), paths.asr.display(), paths.intent.display(), cfg.flows.default);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Models { command } => models_command(&cfg, command),
+    }
+}
+
+fn turn(
+    cfg: &Config,
+    wavs: &[PathBuf],
+    flow_name: Option<&str>,
+    dtmf: Option<&str>,
+    same_call: bool,
+    out: Option<&Path>,
+    out_dir: Option<&Path>,
+) -> Result<ExitCode> {
+    // Read every input first: a bad file fails before minutes of model loading.
+    let inputs: Vec<Vec<f32>> = wavs.iter().map(|p| wav::read_wav_engine(p)).collect::<Result<_, _>>()?;
+    let flow = Arc::new(match flow_name {
+        Some(name) => cfg.load_flow(name)?,
+        None => cfg.default_flow()?,
+    });
+    let engine = TurnEngine::load(cfg)?;
+    let mut conversation = engine.conversation(Arc::clone(&flow))?;
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (i, (path, audio)) in wavs.iter().zip(&inputs).enumerate() {
+        if !same_call {
+            conversation.session = FlowSession::new(Arc::clone(&flow));
+        }
+        let outcome = conversation.turn(audio, if i == 0 { dtmf } else { None })?;
+        let reply_path = match (out, out_dir) {
+            (Some(p), _) => Some(p.to_path_buf()),
+            (None, Some(dir)) => {
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| format!("utterance{i}"));
+                Some(dir.join(format!("{stem}.reply.wav")))
+            }
+            _ => None,
+        };
+        if let Some(p) = &reply_path {
+            wav::write_wav(p, ENGINE_RATE, &outcome.reply_audio)?;
+        }
+        let mut json = serde_json::to_value(&outcome)?;
+        json["file"] = serde_json::json!(path.display().to_string());
+        json["reply_wav"] = serde_json::json!(reply_path.map(|p| p.display().to_string()));
+        println!("{}", serde_json::to_string(&json)?);
+        tracing::info!(
+            file = %path.display(),
+            intent = outcome.intent.as_deref().unwrap_or("-"),
+            confidence = outcome.intent_confidence,
+            total_ms = outcome.timings_ms.total,
+            "turn"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn models_command(cfg: &Config, command: ModelsCommand) -> Result<ExitCode> {
+    let manifest = Manifest::embedded();
+    match command {
+        ModelsCommand::Fetch { set, dir, quiet } => {
+            let dir = dir.unwrap_or_else(|| cfg.models_dir());
+            let report = models::fetch(&manifest, set, &dir, &FetchOptions { progress: !quiet, ..Default::default() })?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ModelsCommand::List { dir } => {
+            let dir = dir.unwrap_or_else(|| cfg.models_dir());
+            for m in manifest.in_set(FetchSet::All) {
+                let path = dir.join(&m.file);
+                let state = if !path.is_file() {
+                    "missing"
+                } else if models::verify_cached(&path, &m.sha256)? {
+                    "verified"
+                } else {
+                    "CHECKSUM MISMATCH"
+                };
+                println!("{:<40} {:<8} {:>14} {:<18} {}", m.name, format!("{:?}", m.kind).to_lowercase(), m.size, state, path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Intent classification with a quantized instruct LLM (llama.cpp through
+//! `llama-cpp-2`), constrained to the flow's labels.
+//!
+//! * [`IntentModel`] holds the GGUF weights, loaded once and shared.
+//! * [`IntentClassifier`] owns one llama context. At construction it evaluates
+//!   the flow's system prompt and few-shot examples once and keeps them in the
+//!   KV cache (sequence 0, the *prefix*). A turn then evaluates only the
+//!   caller's words and the assistant header, reads the next-token logits and
+//!   scores the labels through a [`LabelTrie`]: no free generation, no parsing
+//!   of model text. Where labels share leading tokens, the deeper branch
+//!   points are evaluated in the same batch on copies of the sequence.
+//! * After the turn the KV cache is cut back to the prefix.
+//!
+//! Prompts use the ChatML layout (`<|im_start|>role ... <|im_end|>`), which
+//! the Qwen2.5 and SmolLM2 families use; models with another chat template
+//! are refused at load with a message saying so.
+//!
+//! Blocking and CPU-heavy: run it on an engine thread.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use serde::Deserialize;
+
+use super::label_trie::{LabelTrie, LabelTrieError, TokenId};
+use crate::flow::Flow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntentError {
+    #[error("llama.cpp backend failed to initialise: {0}")]
+    Backend(String),
+    #[error("cannot load intent model {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("intent model {path} uses a chat template other than ChatML, which voice-edge does not support yet")]
+    UnsupportedTemplate { path: PathBuf },
+    #[error("cannot create llama context: {0}")]
+    Context(String),
+    #[error("flow labels cannot be scored: {0}")]
+    Labels(#[from] LabelTrieError),
+    #[error("prompt of {tokens} tokens does not fit the context of {n_ctx} tokens (intent.context_tokens)")]
+    PromptTooLong { tokens: usize, n_ctx: u32 },
+    #[error("llama decode failed: {0}")]
+    Decode(String),
+    #[error("llama KV cache: {0}")]
+    KvCache(String),
+}
+
+/// `[intent]` in the config.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntentConfig {
+    /// A model name from `models/manifest.toml`, or a path to a GGUF file.
+    pub model: String,
+    /// CPU threads for one decode.
+    pub threads: u32,
+    /// KV cache size in tokens: the cached prefix plus one turn.
+    pub context_tokens: u32,
+    /// Callers' words beyond this many tokens are cut (hostile or runaway input).
+    pub max_utterance_tokens: u32,
+    /// Softmax temperature over the label scores, for calibration.
+    pub temperature: f32,
+}
+
+impl Default for IntentConfig {
+    fn default() -> Self {
+        IntentConfig {
+            model: "qwen2.5-coder-1.5b-instruct-q4_k_m".into(),
+            threads: 2,
+            context_tokens: 4096,
+            max_utterance_tokens: 128,
+            temperature: 1.0,
+        }
+    }
+}
+
+impl IntentConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.threads) {
+            return Err(format!("intent.threads: {} is outside 1..=64", self.threads));
+        }
+        if !(256..=131_072).contains(&self.context_tokens) {
+            return Err(format!("intent.context_tokens: {} is outside 256..=131072", self.context_tokens));
+        }
+        if !(8..=2048).contains(&self.max_utterance_tokens) {
+            return Err(format!("intent.max_utterance_tokens: {} is outside 8..=2048", self.max_utterance_tokens));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0 && self.temperature <= 10.0) {
+            return Err(format!("intent.temperature: {} must be in (0, 10]", self.temperature));
+        }
+        Ok(())
+    }
+}
+
+/// The result of classifying one utterance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentDecision {
+    pub label: String,
+    /// Probability of `label` among the flow's labels.
+    pub confidence: f32,
+    /// `confidence` minus the runner-up's probability.
+    pub margin: f32,
+    /// Every label with its probability, most likely first.
+    pub ranking: Vec<(String, f32)>,
+    /// Tokens evaluated for this turn (the caller's words and the headers).
+    pub tokens_evaluated: usize,
+    pub elapsed: Duration,
+}
+
+fn backend() -> Result<&'static LlamaBackend, IntentError> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| IntentError::Backend(e.clone()))
+}
+
+/// GGUF weights, shared by every classifier.
+pub struct IntentModel {
+    model: LlamaModel,
+    cfg: IntentConfig,
+}
+
+impl IntentModel {
+    pub fn load(path: &Path, cfg: IntentConfig) -> Result<Self, IntentError> {
+        let backend = backend()?;
+        let params = LlamaModelParams::default();
+        let model = LlamaModel::load_from_file(backend, path, &params)
+            .map_err(|e| IntentError::Load { path: path.to_path_buf(), reason: e.to_string() })?;
+        let template = model.meta_val_str("tokenizer.chat_template").unwrap_or_default();
+        if !template.contains("<|im_start|>") {
+            return Err(IntentError::UnsupportedTemplate { path: path.to_path_buf() });
+        }
+        Ok(IntentModel { model, cfg })
+    }
+
+    pub fn config(&self) -> &IntentConfig {
+        &self.cfg
+    }
+
+    /// A classifier for `flow`'s intents, with its prompt prefix evaluated.
+    pub fn classifier(&self, flow: &Flow) -> Result<IntentClassifier<'_>, IntentError> {
+        IntentClassifier::new(self, flow)
+    }
+
+    fn tokenize(&self, text: &str, parse_special: bool) -> Vec<LlamaToken> {
+        self.model.vocab().tokenize(text.as_bytes(), false, parse_special)
+    }
+}
+
+/// The prompt before the caller's words: system prompt and few-shot turns.
+pub fn prompt_prefix(flow: &Flow) -> String {
+    let mut p = String::new();
+    p.push_str("<|im_start|>system\n");
+    p.push_str(flow.classifier.instructions.trim());
+    p.push_str("\n\nIntents:\n");
+    for intent in &flow.intents {
+        p.push_str(&format!("- {}: {}\n", intent.name, intent.description.trim()));
+    }
+    p.push_str("\nAnswer with one intent name and nothing else.<|im_end|>\n");
+    for (text, label) in flow.interleaved_examples() {
+        p.push_str(&format!("<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>\n", text.trim(), label));
+    }
+    p.push_str("<|im_start|>user\n");
+    p
+}
+
+/// What follows the caller's words, up to where the label starts.
+const TURN_SUFFIX: &str = "<|im_end|>\n<|im_start|>assistant\n";
+/// What ends every label, so no label is a prefix of another.
+const LABEL_END: &str = "<|im_end|>";
+/// Prefix evaluation chunk.
+const PREFIX_BATCH: usize = 512;
+
+pub struct IntentClassifier<'m> {
+    model: &'m IntentModel,
+    ctx: LlamaContext<'m>,
+    labels: Vec<String>,
+    trie: LabelTrie,
+    prefix_len: usize,
+    n_ctx: u32,
+}
+
+impl<'m> IntentClassifier<'m> {
+    fn new(model: &'m IntentModel, flow: &Flow) -> Result<Self, IntentError> {
+        let cfg = &model.cfg;
+        let labels: Vec<String> = flow.intents.iter().map(|i| i.name.clone()).collect();
+        let label_tokens: Vec<Vec<TokenId>> = labels
+            .iter()
+            .map(|l| model.tokenize(&format!("{l}{LABEL_END}"), true).iter().map(|t| t.0).collect())
+            .collect();
+        let trie = LabelTrie::new(label_tokens)?;
+        // one sequence for the prompt, one per deeper branch point
+        let n_seq = 1 + trie.branch_points().iter().filter(|b| !b.path.is_empty()).count();
+        let params = LlamaContextParams::default()
+            .with_n_ctx(NonZeroU32::new(cfg.context_tokens))
+            .with_n_batch(PREFIX_BATCH as u32)
+            .with_n_ubatch(PREFIX_BATCH as u32)
+            .with_n_seq_max(n_seq as u32)
+            .with_kv_unified(true)
+            .with_n_threads(cfg.threads as i32)
+            .with_n_threads_batch(cfg.threads as i32);
+        let ctx = model.model.new_context(backend()?, params).map_err(|e| IntentError::Context(e.to_string()))?;
+        let n_ctx = ctx.n_ctx();
+
+        let mut prefix = model.model.vocab().tokenize(prompt_prefix(flow).as_bytes(), true, true);
+        prefix.shrink_to_fit();
+        let needed = prefix.len() + cfg.max_utterance_tokens as usize + 64;
+        if needed > n_ctx as usize {
+            return Err(IntentError::PromptTooLong { tokens: needed, n_ctx });
+        }
+        let mut clf = IntentClassifier { model, ctx, labels, trie, prefix_len: prefix.len(), n_ctx };
+        clf.eval_prefix(&prefix)?;
+        Ok(clf)
+    }
+
+    fn eval_prefix(&mut self, prefix: &[LlamaToken]) -> Result<(), IntentError> {
+        let mut batch = LlamaBatch::new(PREFIX_BATCH, 1);
+        for (chunk_no, chunk) in prefix.chunks(PREFIX_BATCH).enumerate() {
+            batch.clear();
+            for (i, tok) in chunk.iter().enumerate() {
+                let pos = (chunk_no * PREFIX_BATCH + i) as i32;
+                batch.add(*tok, pos, &[0], false).map_err(|e| IntentError::Decode(e.to_string()))?;
+            }
+            self.ctx.decode(&mut batch).map_err(|e| IntentError::Decode(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Tokens of the cached prompt prefix.
+    pub fn prefix_tokens(&self) -> usize {
+        self.prefix_len
+    }
+
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Classifies what the caller said.
+    pub fn classify(&mut self, utterance: &str) -> Result<IntentDecision, IntentError> {
+        let started = Instant::now();
+        let result = self.score(utterance);
+        // Whatever happened, leave only the prefix in the cache.
+        let reset = self.reset_to_prefix();
+        let (probs, tokens_evaluated) = result?;
+        reset?;
+
+        let mut ranking: Vec<(String, f32)> = self.labels.iter().cloned().zip(probs).collect();
+        ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (label, confidence) = ranking[0].clone();
+        let margin = confidence - ranking.get(1).map(|r| r.1).unwrap_or(0.0);
+        Ok(IntentDecision { label, confidence, margin, ranking, tokens_evaluated, elapsed: started.elapsed() })
+    }
+
+    fn score(&mut self, utterance: &str) -> Result<(Vec<f32>, usize), IntentError> {
+        let cfg = &self.model.cfg;
+        // The caller's words are plain text: special-token syntax in them is not parsed.
+        let mut words = self.model.tokenize(utterance.trim(), false);
+        words.truncate(cfg.max_utterance_tokens as usize);
+        let mut turn = words;
+        turn.extend(self.model.tokenize(TURN_SUFFIX, true));
+
+        let branch_points = self.trie.branch_points().to_vec();
+        let deeper: usize = branch_points.iter().map(|b| b.path.len()).sum();
+        let mut batch = LlamaBatch::new((turn.len() + deeper).max(1), 1);
+        let mut pos = self.prefix_len as i32;
+        for (i, tok) in turn.iter().enumerate() {
+            batch.add(*tok, pos, &[0], i + 1 == turn.len()).map_err(|e| IntentError::Decode(e.to_string()))?;
+            pos += 1;
+        }
+        self.ctx.decode(&mut batch).map_err(|e| IntentError::Decode(e.to_string()))?;
+        let turn_last = batch.n_tokens() - 1;
+        let end_pos = pos;
+
+        // Logit rows for each branch point: the root reads the turn's last
+        // token; deeper points are evaluated on copies of sequence 0.
+        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); branch_points.len()];
+        let mut pending: Vec<(usize, i32)> = Vec::new();
+        let mut branch_batch = LlamaBatch::new(deeper.max(1), 1);
+        let mut seq = 0i32;
+        for (b, bp) in branch_points.iter().enumerate() {
+            if bp.path.is_empty() {
+                rows[b] = self.ctx.get_logits_ith(turn_last).to_vec();
+                continue;
+            }
+            seq += 1;
+            self.ctx.kv_cache_seq_cp(0, seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
+            for (i, &tok) in bp.path.iter().enumerate() {
+                let last = i + 1 == bp.path.len();
+                branch_batch
+                    .add(LlamaToken(tok), end_pos + i as i32, &[seq], last)
+                    .map_err(|e| IntentError::Decode(e.to_string()))?;
+                if last {
+                    pending.push((b, branch_batch.n_tokens() - 1));
+                }
+            }
+        }
+        if !pending.is_empty() {
+            self.ctx.decode(&mut branch_batch).map_err(|e| IntentError::Decode(e.to_string()))?;
+            for (b, idx) in pending {
+                rows[b] = self.ctx.get_logits_ith(idx).to_vec();
+            }
+        }
+        let probs = self.trie.probabilities(cfg.temperature, |b, tok| rows[b].get(tok as usize).copied().unwrap_or(f32::NEG_INFINITY));
+        Ok((probs, turn.len() + deeper))
+    }
+
+    fn reset_to_prefix(&mut self) -> Result<(), IntentError> {
+        let extra_seqs = self.trie.branch_points().iter().filter(|b| !b.path.is_empty()).count() as i32;
+        for seq in 1..=extra_seqs {
+            self.ctx.kv_cache_seq_rm(seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
+        }
+        self.ctx
+            .kv_cache_seq_rm(0, Some(self.prefix_len as u32), None)
+            .map_err(|e| IntentError::KvCache(e.to_string()))?;
+        debug_assert!(self.prefix_len < self.n_ctx as usize);
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Operations: configuration loading and validation, logging (journald or
+//! terminal). Metrics, systemd notify and the watchdog join here.
+
+pub mod config;
+pub mod logging;
+pub mod network_config;
