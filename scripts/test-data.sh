@@ -17,7 +17,10 @@
 #
 # Utterance audio formats are deliberately mixed (chosen from the number in the
 # row id, so adding rows never changes existing ones) to exercise resampling:
-#   n % 6 == 2  -> sox to 8 kHz mono s16 (telephone band)
+#   n % 6 == 2  -> sox to 8 kHz mono s16 (telephone band) for flite voices;
+#                  48 kHz mono s16 for espeak voices, whose formant speech
+#                  band-limited to 8 kHz is beyond whisper tiny.en (measured:
+#                  most such rows came back as unrelated words)
 #   n % 6 == 5  -> sox to 44.1 kHz stereo s16
 #   otherwise   -> the synthesiser's native output
 #                  (espeak-ng: 22,050 Hz mono; flite: 16 kHz mono, kal: 8 kHz)
@@ -38,7 +41,7 @@
 # scripts/generate_samples.py renders them with voice af_heart), not recordings.
 set -euo pipefail
 
-GEN=2 # bump to force every output to be rebuilt
+GEN=3 # bump to force every output to be rebuilt
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT="${VOICE_EDGE_TESTDATA:-${XDG_CACHE_HOME:-$HOME/.cache}/voice-edge/testdata}"
@@ -83,11 +86,11 @@ ensure_tools() {
 sha() { sha256sum | cut -c1-64; }
 
 # --- b. synthetic utterances -------------------------------------------------
-utt_format() { # row id -> FMT=native | 8k | 44k (no subshell: this runs per row)
+utt_format() { # row id, voice -> FMT=native | 8k | 48k | 44k (no subshell: runs per row)
     local digits=${1//[^0-9]/}
     local n=$((10#${digits:-0}))
     case $((n % 6)) in
-        2) FMT=8k ;;
+        2) if [[ $2 == espeak:* ]]; then FMT=48k; else FMT=8k; fi ;;
         5) FMT=44k ;;
         *) FMT=native ;;
     esac
@@ -131,7 +134,7 @@ build_utterances() {
         [ -z "${seen[$id]:-}" ] || die "utterances.tsv: duplicate id $id"
         seen[$id]=1
         total=$((total + 1))
-        utt_format "$id"; fmt=$FMT
+        utt_format "$id" "$voice"; fmt=$FMT
         want=$(printf 'gen%s\t%s\t%s\t%s\t%s\t%s' "$GEN" "$fmt" "$id" "$intent" "$voice" "$text" | sha)
         stamp="$UTT_DIR/.stamps/$id"
         if [ -s "$UTT_DIR/$id.wav" ] && [ -f "$stamp" ] && [ "$(<"$stamp")" = "$want" ]; then
@@ -141,8 +144,9 @@ build_utterances() {
         synth "$voice" "$text" "$tmp.raw.wav"
         case $fmt in
             native) mv "$tmp.raw.wav" "$tmp.wav" ;;
-            8k)  sox -D "$tmp.raw.wav" -r 8000 -c 1 -b 16 "$tmp.wav"; rm -f "$tmp.raw.wav" ;;
-            44k) sox -D "$tmp.raw.wav" -r 44100 -c 2 -b 16 "$tmp.wav"; rm -f "$tmp.raw.wav" ;;
+            8k)  sox -D -G "$tmp.raw.wav" -r 8000 -c 1 -b 16 "$tmp.wav"; rm -f "$tmp.raw.wav" ;;
+            48k) sox -D -G "$tmp.raw.wav" -r 48000 -c 1 -b 16 "$tmp.wav"; rm -f "$tmp.raw.wav" ;;
+            44k) sox -D -G "$tmp.raw.wav" -r 44100 -c 2 -b 16 "$tmp.wav"; rm -f "$tmp.raw.wav" ;;
         esac
         check_audio "$tmp.wav" "$id"
         mv "$tmp.wav" "$UTT_DIR/$id.wav"

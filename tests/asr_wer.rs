@@ -15,8 +15,12 @@ use voice_edge::ops::config::Config;
 fn tiny_en_word_error_rate_is_under_ten_percent() {
     let items = load_wer_manifest();
     assert!(items.len() >= 20, "WER corpus too small: {} (run scripts/test-data.sh)", items.len());
-    let cfg = Config::embedded().unwrap();
-    assert_eq!(cfg.asr.model, "whisper-tiny.en", "this test measures the default model");
+    // VOICE_EDGE_CONFIG=FILE measures another recogniser set-up; the 10% bar
+    // is for the default one.
+    let cfg = match std::env::var_os("VOICE_EDGE_CONFIG") {
+        Some(p) => Config::load(std::path::Path::new(&p)).unwrap(),
+        None => Config::embedded().unwrap(),
+    };
     let paths = cfg.model_paths().expect("run `voice-edge models fetch --set test`");
     let model = AsrModel::load(&paths.asr, cfg.asr.clone()).unwrap();
     let mut session = model.session().unwrap();
@@ -26,7 +30,7 @@ fn tiny_en_word_error_rate_is_under_ten_percent() {
     for item in &items {
         let audio = read_wav_engine(&item.wav).unwrap_or_else(|e| panic!("{}: {e}", item.id));
         let span = speech_bounds(&audio, &cfg.vad).unwrap_or_else(|| panic!("{}: VAD found no speech", item.id));
-        let t = session.transcribe(&audio[span.start..span.end]).unwrap();
+        let t = session.transcribe(&audio[span.start..span.end], None).unwrap();
         asr_ms.push(t.elapsed.as_secs_f64() * 1e3);
         let r = normalize_transcript(&item.reference).join(" ");
         let h = normalize_transcript(&t.text).join(" ");
@@ -38,7 +42,8 @@ fn tiny_en_word_error_rate_is_under_ten_percent() {
     let (errors, words, rate) = wer(&pairs);
     asr_ms.sort_by(f64::total_cmp);
     println!(
-        "\nwhisper tiny.en WER on {} recordings: {errors}/{words} words = {:.2}% (median ASR {:.0} ms)",
+        "\n{} WER on {} recordings: {errors}/{words} words = {:.2}% (median ASR {:.0} ms)",
+        cfg.asr.model,
         items.len(),
         rate * 100.0,
         asr_ms[asr_ms.len() / 2]

@@ -123,7 +123,8 @@ impl Conversation<'_> {
         let (transcript, asr_confidence) = match &span {
             Some(s) => {
                 let stage = Instant::now();
-                let tr = self.asr.transcribe(&audio[s.start..s.end])?;
+                let prompt = self.session.flow().asr_prompt.as_deref();
+                let tr = self.asr.transcribe(&audio[s.start..s.end], prompt)?;
                 t.asr = ms(stage.elapsed());
                 (tr.text, tr.confidence)
             }

@@ -135,6 +135,10 @@ pub struct Flow {
     pub greeting: String,
     /// Spoken when nothing was understood (empty transcript).
     pub no_input_reply: String,
+    /// Primes speech recognition with the flow's vocabulary (product words,
+    /// "cancel", "billing"): fewer misheard domain words, at some decoder cost.
+    #[serde(default)]
+    pub asr_prompt: Option<String>,
     pub classifier: ClassifierSpec,
     #[serde(rename = "intent")]
     pub intents: Vec<IntentSpec>,
