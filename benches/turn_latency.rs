@@ -40,6 +40,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    // No subscriber is installed: this silences whisper/llama/ggml logging.
+    voice_edge::ops::logging::route_native_logs();
     let cfg = match std::env::var_os("VOICE_EDGE_CONFIG") {
         Some(p) => Config::load(std::path::Path::new(&p)).expect("config"),
         None => Config::embedded().expect("embedded config"),
