@@ -13,6 +13,7 @@ use voice_edge::ops::config::Config;
 
 #[test]
 fn tiny_en_word_error_rate_is_under_ten_percent() {
+    voice_edge::ops::logging::route_native_logs(); // whisper's load log is noise here
     let items = load_wer_manifest();
     assert!(items.len() >= 20, "WER corpus too small: {} (run scripts/test-data.sh)", items.len());
     // VOICE_EDGE_CONFIG=FILE measures another recogniser set-up; the 10% bar

@@ -1,0 +1,1104 @@
+//! One call's conversation, as a sans-IO state machine.
+//!
+//! [`Call`] is fed the caller's 20 ms frames (16 kHz mono), engine results,
+//! DTMF digits and `now`; it emits [`Output`]s: commands for the engine
+//! ("transcribe this", "classify that", "speak this"), 20 ms frames of agent
+//! speech to send, cancellations, hand-off and hang-up, and events for the
+//! transcript and the turn records. It never reads a clock, sleeps, spawns or
+//! touches a socket: a driver task owns the IO and calls
+//! [`Call::handle_audio`], [`Call::handle_timeout`] (at [`Call::poll_timeout`])
+//! and [`Call::handle_engine`], then drains [`Call::poll_output`]. Tests drive
+//! it on a virtual clock, faster than real time.
+//!
+//! ```text
+//!   Listening ──speech onset──> CallerSpeaking ──endpoint──> Thinking ──reply audio──> AgentSpeaking
+//!       ^                          │  ^ (caller goes on:          │ (filler if slow)        │
+//!       │                          │  │  speculation discarded)    │                         │ barge-in
+//!       └──────────────────────────┴──┴────────────────────────────┴─────── playout done ────┘
+//!   AgentSpeaking ──transfer reply done──> Transferring;  goodbye done / hang-up ──> Ended
+//! ```
+//!
+//! * **Streaming recognition and speculation.** While the caller speaks a
+//!   partial transcript is requested every `partial_interval_ms`. After
+//!   `speculate_after_ms` of trailing silence the final transcript, intent,
+//!   flow reply and speech are computed speculatively on a copy of the flow
+//!   session; when the endpoint fires the answer is usually ready, and if the
+//!   caller goes on instead it is cancelled and counted.
+//! * **Endpointing** is adaptive ([`endpoint::Endpointer`]).
+//! * **Barge-in.** Caller speech during playout (louder than the expected
+//!   echo of what we play) pauses the playout after `barge_in.min_speech_ms`.
+//!   A burst that ends quickly and transcribes to a backchannel ("mm-hm",
+//!   "okay") resumes the playout where it stopped (a false barge-in); anything
+//!   else drops the rest of the reply and becomes the caller's next turn.
+//! * **No dead air.** If no reply audio is ready `filler_after_ms` after the
+//!   endpoint, a short filler is spoken once.
+
+pub mod endpoint;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{FlowAction, FlowSession, TaskEvent};
+use crate::media::vad::{Vad, VadConfig};
+use crate::media::{ENGINE_RATE, FRAME_MS, FRAME_SAMPLES};
+use endpoint::{Endpointer, EndpointingConfig};
+
+const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
+
+/// `[call.barge_in]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BargeInConfig {
+    pub enabled: bool,
+    /// Caller speech during playout that pauses it.
+    pub min_speech_ms: u32,
+    /// A paused burst shorter than this may be a backchannel.
+    pub backchannel_max_ms: u32,
+    /// Words that, alone, are a backchannel rather than an interruption.
+    pub backchannel_words: Vec<String>,
+    /// How much quieter than our playout its echo is expected to come back.
+    pub echo_return_loss_db: f32,
+    /// Caller audio must exceed the echo estimate by this much to count.
+    pub echo_margin_db: f32,
+    /// How long after a played frame its echo may still arrive.
+    pub echo_tail_ms: u32,
+}
+
+impl Default for BargeInConfig {
+    fn default() -> Self {
+        BargeInConfig {
+            enabled: true,
+            min_speech_ms: 120,
+            backchannel_max_ms: 700,
+            backchannel_words: ["mm-hm", "mhm", "mm", "uh-huh", "okay", "ok", "yeah", "yes", "right", "sure", "alright", "hmm"]
+                .map(String::from)
+                .to_vec(),
+            echo_return_loss_db: 12.0,
+            echo_margin_db: 6.0,
+            echo_tail_ms: 250,
+        }
+    }
+}
+
+/// `[call]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallConfig {
+    pub endpointing: EndpointingConfig,
+    pub barge_in: BargeInConfig,
+    /// Request a partial transcript this often while the caller speaks.
+    pub partial_interval_ms: u32,
+    /// Longer caller speech is cut into a turn.
+    pub max_utterance_ms: u32,
+    /// Speak `filler_text` when no reply audio is ready this long after the endpoint.
+    pub filler_after_ms: u32,
+    pub filler_text: String,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        CallConfig {
+            endpointing: EndpointingConfig::default(),
+            barge_in: BargeInConfig::default(),
+            partial_interval_ms: 500,
+            max_utterance_ms: 20_000,
+            filler_after_ms: 900,
+            filler_text: "One moment.".into(),
+        }
+    }
+}
+
+impl CallConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.endpointing.validate()?;
+        let b = &self.barge_in;
+        if b.min_speech_ms < FRAME_MS || b.min_speech_ms > 1000 {
+            return Err("call.barge_in.min_speech_ms: must be within 20..=1000".into());
+        }
+        if b.backchannel_max_ms < b.min_speech_ms {
+            return Err("call.barge_in.backchannel_max_ms: must be at least min_speech_ms".into());
+        }
+        if !(0.0..=60.0).contains(&b.echo_return_loss_db) || !(0.0..=40.0).contains(&b.echo_margin_db) {
+            return Err("call.barge_in: echo_return_loss_db must be within 0..=60 and echo_margin_db within 0..=40".into());
+        }
+        if self.partial_interval_ms < 100 {
+            return Err("call.partial_interval_ms: below 100 ms floods the recogniser".into());
+        }
+        if self.max_utterance_ms < 2000 {
+            return Err("call.max_utterance_ms: must be at least 2000".into());
+        }
+        if self.filler_text.trim().is_empty() {
+            return Err("call.filler_text: must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where the conversation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallState {
+    Listening,
+    CallerSpeaking,
+    Thinking,
+    AgentSpeaking,
+    Transferring,
+    Ended,
+}
+
+/// Identifies one engine request of this call.
+pub type RequestId = u64;
+
+/// Work for the engine. Results come back through [`Call::handle_engine`]
+/// with the same id; [`Command::Cancel`] means the result is no longer wanted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Transcribe 16 kHz mono audio; `partial` hypotheses may be rough.
+    Transcribe { id: RequestId, audio: Arc<[f32]>, partial: bool, prompt: Option<String> },
+    /// Classify what the caller said among the flow's intents.
+    Classify { id: RequestId, text: String },
+    /// Speak text; the result is 16 kHz mono audio.
+    Synthesize { id: RequestId, text: String },
+    Cancel { id: RequestId },
+    /// One 20 ms frame of agent audio to send now.
+    SendAudio(Vec<f32>),
+    /// Hand the caller to a person (SIP REFER or the channel's equivalent).
+    Transfer,
+    Hangup,
+}
+
+/// A turn's figures, for logs, metrics and outcome records.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TurnRecord {
+    pub turn: u32,
+    pub transcript: String,
+    pub intent: Option<String>,
+    pub intent_confidence: f32,
+    pub reply: String,
+    pub action: Option<FlowAction>,
+    pub task: Option<String>,
+    pub task_events: Vec<TaskEvent>,
+    pub dtmf: Option<String>,
+    /// Caller's last speech frame to the endpoint decision.
+    pub end_of_utterance_ms: f64,
+    pub asr_ms: Option<f64>,
+    pub intent_ms: Option<f64>,
+    /// Speech request to its audio arriving.
+    pub tts_ms: Option<f64>,
+    /// Caller's last speech frame to the first reply frame sent.
+    pub voice_to_voice_ms: Option<f64>,
+    /// The answer was computed during the trailing silence.
+    pub speculative: bool,
+    pub filler: bool,
+    /// The caller interrupted this turn's reply.
+    pub barged_in: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum CallEvent {
+    State { state: CallState },
+    PartialTranscript { text: String },
+    Transcript { turn: u32, text: String },
+    AgentReply { turn: u32, text: String },
+    /// Playout paused for possible barge-in.
+    PlayoutPaused,
+    /// The pause was a backchannel or noise; playout resumed.
+    PlayoutResumed { heard: String },
+    BargeIn,
+    SpeculationDiscarded,
+    FillerSpoken,
+    TurnCompleted(TurnRecord),
+    EngineFailed { id: RequestId, error: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Command(Command),
+    Event(CallEvent),
+}
+
+/// An intent decision as the engine reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntentResult {
+    pub label: String,
+    pub confidence: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineResult {
+    Transcript { id: RequestId, text: String },
+    Intent { id: RequestId, intent: IntentResult },
+    Speech { id: RequestId, audio: Vec<f32> },
+    Failed { id: RequestId, error: String },
+}
+
+/// Counters over the whole call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CallCounters {
+    pub turns: u32,
+    pub barge_ins: u32,
+    /// Playout pauses that resumed (backchannels, coughs, noise).
+    pub false_barge_ins: u32,
+    /// Caller frames judged to be our own echo.
+    pub echo_frames: u32,
+    pub speculation_discarded: u32,
+    pub fillers: u32,
+    pub engine_failures: u32,
+}
+
+/// What an in-flight request is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Purpose {
+    Partial,
+    Final { turn: u64 },
+    Intent { turn: u64 },
+    Reply { turn: u64 },
+    Filler,
+    Greeting,
+    Probe,
+}
+
+/// Decides whether a 20 ms caller frame is speech. Production uses the
+/// earshot VAD ([`Vad`]); tests script speech with a level threshold.
+pub trait SpeechDetector: Send {
+    fn is_speech(&mut self, frame: &[f32]) -> bool;
+}
+
+impl SpeechDetector for Vad {
+    fn is_speech(&mut self, frame: &[f32]) -> bool {
+        // Non-finite samples are an error in the VAD; here they are silence.
+        self.process_frame(frame).map(|d| d.is_speech).unwrap_or(false)
+    }
+}
+
+/// The turn being answered (speculatively or for real).
+#[derive(Debug)]
+struct PendingTurn {
+    key: u64,
+    speech_end_at: Instant,
+    endpoint_at: Option<Instant>,
+    requests: Vec<RequestId>,
+    asr_started: Instant,
+    asr_ms: Option<f64>,
+    intent_started: Option<Instant>,
+    intent_ms: Option<f64>,
+    tts_started: Option<Instant>,
+    tts_ms: Option<f64>,
+    transcript: Option<String>,
+    intent: Option<IntentResult>,
+    dtmf: Option<String>,
+    /// The flow session after this turn (committed at the endpoint).
+    session: Option<FlowSession>,
+    reply_text: Option<String>,
+    action: Option<FlowAction>,
+    task: Option<String>,
+    task_events: Vec<TaskEvent>,
+    audio: Option<Vec<f32>>,
+    filler: bool,
+}
+
+/// What is being played.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PlayoutKind {
+    Greeting,
+    Filler,
+    Reply,
+}
+
+/// Playout paused while a caller burst is judged.
+#[derive(Debug)]
+struct Probe {
+    started_at: Instant,
+    audio: Vec<f32>,
+    last_speech_at: Instant,
+    request: Option<RequestId>,
+    transcript: Option<String>,
+}
+
+pub struct Call {
+    cfg: CallConfig,
+    detector: Box<dyn SpeechDetector>,
+    vad_cfg: VadConfig,
+    endpointer: Endpointer,
+    session: FlowSession,
+    state: CallState,
+    outputs: VecDeque<Output>,
+    counters: CallCounters,
+    next_id: RequestId,
+    inflight: BTreeMap<RequestId, Purpose>,
+    next_turn_key: u64,
+
+    // caller audio
+    preroll: VecDeque<f32>,
+    onset_ms: u32,
+    utterance: Vec<f32>,
+    last_speech_at: Option<Instant>,
+    partial_text: String,
+    last_partial_at: Option<Instant>,
+    partial_in_flight: bool,
+    dtmf: String,
+
+    pending: Option<PendingTurn>,
+    completed_turn: Option<TurnRecord>,
+
+    // agent audio
+    playout: VecDeque<Vec<f32>>,
+    playing: Option<PlayoutKind>,
+    queued_reply: Option<(Vec<f32>, TurnRecord)>,
+    next_frame_at: Option<Instant>,
+    first_frame_sent: bool,
+    played_levels: VecDeque<(Instant, f32)>,
+    probe: Option<Probe>,
+    after_playout: Option<FlowAction>,
+}
+
+fn ms_between(a: Instant, b: Instant) -> f64 {
+    b.saturating_duration_since(a).as_secs_f64() * 1e3
+}
+
+fn rms(frame: &[f32]) -> f32 {
+    if frame.is_empty() {
+        return 0.0;
+    }
+    (frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32).sqrt()
+}
+
+fn to_frames(audio: &[f32]) -> VecDeque<Vec<f32>> {
+    audio
+        .chunks(FRAME_SAMPLES)
+        .map(|c| {
+            let mut f = c.to_vec();
+            f.resize(FRAME_SAMPLES, 0.0);
+            f
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CallError {
+    #[error("caller frame has {got} samples, expected {expected} (20 ms at 16 kHz)")]
+    FrameSize { expected: usize, got: usize },
+}
+
+impl Call {
+    /// A new call on a flow session, detecting speech with the earshot VAD.
+    pub fn new(cfg: CallConfig, vad: VadConfig, session: FlowSession) -> Self {
+        let detector = Box::new(Vad::new(vad.clone()));
+        Call::with_detector(cfg, vad, detector, session)
+    }
+
+    /// A new call with another speech detector; `vad` still gives the
+    /// onset (`min_speech_ms`) and pre-roll (`pad_ms`) lengths.
+    pub fn with_detector(cfg: CallConfig, vad: VadConfig, detector: Box<dyn SpeechDetector>, session: FlowSession) -> Self {
+        let preroll_samples = (vad.pad_ms as usize * ENGINE_RATE as usize) / 1000;
+        Call {
+            endpointer: Endpointer::new(cfg.endpointing.clone()),
+            detector,
+            vad_cfg: vad,
+            session,
+            state: CallState::Listening,
+            outputs: VecDeque::new(),
+            counters: CallCounters::default(),
+            next_id: 1,
+            inflight: BTreeMap::new(),
+            next_turn_key: 1,
+            preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
+            onset_ms: 0,
+            utterance: Vec::new(),
+            last_speech_at: None,
+            partial_text: String::new(),
+            last_partial_at: None,
+            partial_in_flight: false,
+            dtmf: String::new(),
+            pending: None,
+            completed_turn: None,
+            playout: VecDeque::new(),
+            playing: None,
+            queued_reply: None,
+            next_frame_at: None,
+            first_frame_sent: false,
+            played_levels: VecDeque::new(),
+            probe: None,
+            after_playout: None,
+            cfg,
+        }
+    }
+
+    pub fn state(&self) -> CallState {
+        self.state
+    }
+
+    pub fn counters(&self) -> &CallCounters {
+        &self.counters
+    }
+
+    pub fn session(&self) -> &FlowSession {
+        &self.session
+    }
+
+    /// Requests still awaiting a result.
+    pub fn requests_in_flight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] must next be called (the next playout frame).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == CallState::Ended || self.probe.is_some() {
+            return None;
+        }
+        self.next_frame_at
+    }
+
+    /// Answers the call: speaks the flow's greeting.
+    pub fn start(&mut self, now: Instant) {
+        let text = self.session.greeting().to_string();
+        let id = self.request(Purpose::Greeting);
+        self.command(Command::Synthesize { id, text });
+        self.set_state(CallState::Listening, now);
+    }
+
+    fn request(&mut self, purpose: Purpose) -> RequestId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.inflight.insert(id, purpose);
+        id
+    }
+
+    fn command(&mut self, c: Command) {
+        self.outputs.push_back(Output::Command(c));
+    }
+
+    fn event(&mut self, e: CallEvent) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn set_state(&mut self, state: CallState, _now: Instant) {
+        if self.state != state {
+            self.state = state;
+            self.event(CallEvent::State { state });
+        }
+    }
+
+    fn cancel(&mut self, id: RequestId) {
+        if self.inflight.remove(&id).is_some() {
+            self.command(Command::Cancel { id });
+        }
+    }
+
+    fn pending_slot_min_digits(&self) -> usize {
+        let flow = self.session.flow();
+        self.session
+            .pending_task()
+            .and_then(|t| flow.task(t))
+            .and_then(|t| t.requires.iter().find(|s| !self.session.slots().contains_key(*s)))
+            .and_then(|s| flow.slot(s))
+            .map(|s| s.min_digits)
+            .unwrap_or(0)
+    }
+
+    /// Whether a caller frame is our own playout coming back.
+    fn is_echo(&mut self, level: f32, now: Instant) -> bool {
+        let tail = Duration::from_millis(self.cfg.barge_in.echo_tail_ms as u64);
+        while self.played_levels.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > tail) {
+            self.played_levels.pop_front();
+        }
+        let loudest = self.played_levels.iter().map(|(_, l)| *l).fold(0.0f32, f32::max);
+        if loudest <= 0.0 {
+            return false;
+        }
+        let b = &self.cfg.barge_in;
+        let threshold = loudest * 10f32.powf((b.echo_margin_db - b.echo_return_loss_db) / 20.0);
+        level < threshold
+    }
+
+    /// One 20 ms caller frame.
+    pub fn handle_audio(&mut self, now: Instant, frame: &[f32]) -> Result<(), CallError> {
+        if frame.len() != FRAME_SAMPLES {
+            return Err(CallError::FrameSize { expected: FRAME_SAMPLES, got: frame.len() });
+        }
+        if matches!(self.state, CallState::Ended | CallState::Transferring) {
+            return Ok(());
+        }
+        let mut speech = self.detector.is_speech(frame);
+        if speech && (self.playing.is_some() || !self.played_levels.is_empty()) && self.is_echo(rms(frame), now) {
+            self.counters.echo_frames += 1;
+            speech = false;
+        }
+
+        if self.probe.is_some() {
+            self.probe_frame(now, frame, speech);
+            return Ok(());
+        }
+
+        match self.state {
+            CallState::Listening | CallState::AgentSpeaking | CallState::Thinking => {
+                self.onset_ms = if speech { self.onset_ms + FRAME_MS } else { 0 };
+                self.preroll.extend(frame.iter().copied());
+                let keep = (self.vad_cfg.pad_ms as usize * ENGINE_RATE as usize) / 1000 + FRAME_SAMPLES;
+                while self.preroll.len() > keep {
+                    self.preroll.pop_front();
+                }
+                if self.state == CallState::AgentSpeaking && self.cfg.barge_in.enabled {
+                    if self.onset_ms >= self.cfg.barge_in.min_speech_ms {
+                        self.pause_for_probe(now);
+                    }
+                } else if self.state != CallState::AgentSpeaking && self.onset_ms >= self.vad_cfg.min_speech_ms {
+                    if self.state == CallState::Thinking {
+                        // The caller went on after the endpoint: the answer in
+                        // progress was for an unfinished utterance.
+                        self.discard_pending();
+                        self.stop_playout();
+                    } else {
+                        self.utterance.clear();
+                    }
+                    self.utterance.extend(self.preroll.drain(..));
+                    self.last_speech_at = Some(now);
+                    self.set_state(CallState::CallerSpeaking, now);
+                }
+            }
+            CallState::CallerSpeaking => self.caller_frame(now, frame, speech),
+            CallState::Transferring | CallState::Ended => {}
+        }
+        Ok(())
+    }
+
+    fn caller_frame(&mut self, now: Instant, frame: &[f32], speech: bool) {
+        self.utterance.extend_from_slice(frame);
+        let last = self.last_speech_at.unwrap_or(now);
+        if speech {
+            let gap = ms_between(last, now) as u32;
+            if gap > 2 * FRAME_MS {
+                self.endpointer.observe_in_turn_pause(gap);
+            }
+            if self.pending.is_some() {
+                self.discard_pending();
+            }
+            self.last_speech_at = Some(now);
+            let due = self.last_partial_at.is_none_or(|t| ms_between(t, now) >= self.cfg.partial_interval_ms as f64);
+            if due && !self.partial_in_flight {
+                self.last_partial_at = Some(now);
+                self.partial_in_flight = true;
+                let id = self.request(Purpose::Partial);
+                let prompt = self.session.flow().asr_prompt.clone();
+                self.command(Command::Transcribe { id, audio: self.utterance.clone().into(), partial: true, prompt });
+            }
+            if self.utterance.len() as u64 * 1000 >= self.cfg.max_utterance_ms as u64 * ENGINE_RATE as u64 {
+                self.start_turn(now);
+                self.endpoint(now);
+            }
+            return;
+        }
+        let silence = ms_between(last, now) as u32;
+        if self.pending.is_none() && silence >= self.cfg.endpointing.speculate_after_ms {
+            self.start_turn(now);
+        }
+        let needed = self.endpointer.silence_needed_ms(&self.partial_text, self.pending_slot_min_digits());
+        if silence >= needed {
+            if self.pending.is_none() {
+                self.start_turn(now);
+            }
+            self.endpoint(now);
+        }
+    }
+
+    /// Starts answering the utterance so far (speculatively until the endpoint).
+    fn start_turn(&mut self, now: Instant) {
+        let key = self.next_turn_key;
+        self.next_turn_key += 1;
+        let id = self.request(Purpose::Final { turn: key });
+        let prompt = self.session.flow().asr_prompt.clone();
+        self.command(Command::Transcribe { id, audio: self.utterance.clone().into(), partial: false, prompt });
+        self.pending = Some(PendingTurn {
+            key,
+            speech_end_at: self.last_speech_at.unwrap_or(now),
+            endpoint_at: None,
+            requests: vec![id],
+            asr_started: now,
+            asr_ms: None,
+            intent_started: None,
+            intent_ms: None,
+            tts_started: None,
+            tts_ms: None,
+            transcript: None,
+            intent: None,
+            dtmf: None,
+            session: None,
+            reply_text: None,
+            action: None,
+            task: None,
+            task_events: Vec::new(),
+            audio: None,
+            filler: false,
+        });
+    }
+
+    fn discard_pending(&mut self) {
+        if let Some(p) = self.pending.take() {
+            for id in p.requests {
+                self.cancel(id);
+            }
+            self.counters.speculation_discarded += 1;
+            self.event(CallEvent::SpeculationDiscarded);
+        }
+    }
+
+    /// The caller's turn has ended.
+    fn endpoint(&mut self, now: Instant) {
+        if let Some(p) = &mut self.pending {
+            p.endpoint_at = Some(now);
+        }
+        self.utterance.clear();
+        self.partial_text.clear();
+        self.last_partial_at = None;
+        self.onset_ms = 0;
+        self.set_state(CallState::Thinking, now);
+        self.next_frame_at.get_or_insert(now + FRAME);
+        self.try_release_reply(now);
+    }
+
+    /// Feeds an engine result.
+    pub fn handle_engine(&mut self, now: Instant, result: EngineResult) {
+        let id = match &result {
+            EngineResult::Transcript { id, .. }
+            | EngineResult::Intent { id, .. }
+            | EngineResult::Speech { id, .. }
+            | EngineResult::Failed { id, .. } => *id,
+        };
+        let Some(purpose) = self.inflight.remove(&id) else { return }; // cancelled or unknown
+        if self.state == CallState::Ended {
+            return;
+        }
+        if let EngineResult::Failed { error, .. } = &result {
+            self.counters.engine_failures += 1;
+            self.event(CallEvent::EngineFailed { id, error: error.clone() });
+        }
+        match (purpose, result) {
+            (Purpose::Partial, EngineResult::Transcript { text, .. }) => {
+                self.partial_in_flight = false;
+                if self.state == CallState::CallerSpeaking {
+                    self.partial_text = text.clone();
+                    self.event(CallEvent::PartialTranscript { text });
+                }
+            }
+            (Purpose::Partial, _) => self.partial_in_flight = false,
+            (Purpose::Final { turn }, r) => self.on_final(now, turn, r),
+            (Purpose::Intent { turn }, r) => self.on_intent(now, turn, r),
+            (Purpose::Reply { turn }, r) => self.on_reply_audio(now, turn, r),
+            (Purpose::Greeting, EngineResult::Speech { audio, .. }) => {
+                if self.state == CallState::Listening && self.playing.is_none() {
+                    self.play(now, audio, PlayoutKind::Greeting);
+                }
+            }
+            (Purpose::Filler, EngineResult::Speech { audio, .. }) => {
+                if self.state == CallState::Thinking && self.playing.is_none() {
+                    self.counters.fillers += 1;
+                    self.event(CallEvent::FillerSpoken);
+                    self.play(now, audio, PlayoutKind::Filler);
+                }
+            }
+            (Purpose::Probe, EngineResult::Transcript { text, .. }) => {
+                if let Some(p) = &mut self.probe {
+                    p.transcript = Some(text);
+                    self.judge_probe(now);
+                }
+            }
+            (Purpose::Probe, _) => {
+                if let Some(p) = &mut self.probe {
+                    p.transcript = Some(String::new());
+                    self.judge_probe(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pending_for(&mut self, turn: u64) -> Option<&mut PendingTurn> {
+        self.pending.as_mut().filter(|p| p.key == turn)
+    }
+
+    fn on_final(&mut self, now: Instant, turn: u64, result: EngineResult) {
+        let text = match result {
+            EngineResult::Transcript { text, .. } => text,
+            _ => String::new(),
+        };
+        let Some(p) = self.pending_for(turn) else { return };
+        p.asr_ms = Some(ms_between(p.asr_started, now));
+        p.transcript = Some(text.clone());
+        if text.trim().is_empty() {
+            let reply = self.session.on_no_input();
+            self.set_reply(now, turn, self.session.clone(), reply.text, reply.action, None, Vec::new());
+            return;
+        }
+        let id = self.request(Purpose::Intent { turn });
+        if let Some(p) = self.pending_for(turn) {
+            p.requests.push(id);
+            p.intent_started = Some(now);
+        }
+        self.command(Command::Classify { id, text });
+    }
+
+    fn on_intent(&mut self, now: Instant, turn: u64, result: EngineResult) {
+        let intent = match result {
+            EngineResult::Intent { intent, .. } => intent,
+            // The classifier failed: answer as for an unclear request.
+            _ => IntentResult { label: String::new(), confidence: 0.0 },
+        };
+        let Some(p) = self.pending_for(turn) else { return };
+        p.intent_ms = p.intent_started.map(|t| ms_between(t, now));
+        let transcript = p.transcript.clone().unwrap_or_default();
+        let dtmf = p.dtmf.clone();
+        p.intent = Some(intent.clone());
+        // Speculative turns run on a copy of the flow state, committed at the endpoint.
+        let mut session = self.session.clone();
+        let reply = session.on_turn(&intent.label, &transcript, dtmf.as_deref());
+        self.set_reply(now, turn, session, reply.text, reply.action, reply.task, reply.events);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn set_reply(
+        &mut self,
+        now: Instant,
+        turn: u64,
+        session: FlowSession,
+        text: String,
+        action: FlowAction,
+        task: Option<String>,
+        events: Vec<TaskEvent>,
+    ) {
+        let id = self.request(Purpose::Reply { turn });
+        let Some(p) = self.pending_for(turn) else { return };
+        p.session = Some(session);
+        p.reply_text = Some(text.clone());
+        p.action = Some(action);
+        p.task = task;
+        p.task_events = events;
+        p.requests.push(id);
+        p.tts_started = Some(now);
+        self.command(Command::Synthesize { id, text });
+    }
+
+    fn on_reply_audio(&mut self, now: Instant, turn: u64, result: EngineResult) {
+        let audio = match result {
+            EngineResult::Speech { audio, .. } => audio,
+            _ => Vec::new(), // TTS failed: the turn completes silently rather than hanging
+        };
+        let Some(p) = self.pending_for(turn) else { return };
+        p.tts_ms = p.tts_started.map(|t| ms_between(t, now));
+        p.audio = Some(audio);
+        self.try_release_reply(now);
+    }
+
+    /// At the endpoint with the answer ready: commit the turn and play it.
+    fn try_release_reply(&mut self, now: Instant) {
+        let ready = self.pending.as_ref().is_some_and(|p| p.endpoint_at.is_some() && p.audio.is_some());
+        if !ready {
+            return;
+        }
+        let p = self.pending.take().expect("checked");
+        if let Some(session) = p.session {
+            self.session = session;
+        }
+        self.counters.turns += 1;
+        let turn = self.counters.turns;
+        let transcript = p.transcript.clone().unwrap_or_default();
+        let reply = p.reply_text.clone().unwrap_or_default();
+        self.event(CallEvent::Transcript { turn, text: transcript.clone() });
+        self.event(CallEvent::AgentReply { turn, text: reply.clone() });
+        let endpoint_at = p.endpoint_at.expect("checked");
+        let record = TurnRecord {
+            turn,
+            transcript,
+            intent: p.intent.as_ref().map(|i| i.label.clone()).filter(|l| !l.is_empty()),
+            intent_confidence: p.intent.as_ref().map(|i| i.confidence).unwrap_or(0.0),
+            reply,
+            action: p.action,
+            task: p.task,
+            task_events: p.task_events,
+            dtmf: p.dtmf,
+            end_of_utterance_ms: ms_between(p.speech_end_at, endpoint_at),
+            asr_ms: p.asr_ms,
+            intent_ms: p.intent_ms,
+            tts_ms: p.tts_ms,
+            voice_to_voice_ms: None,
+            speculative: p.asr_started < endpoint_at,
+            filler: p.filler || self.playing == Some(PlayoutKind::Filler),
+            barged_in: false,
+        };
+        self.after_playout = p.action;
+        let audio = p.audio.unwrap_or_default();
+        if self.playing == Some(PlayoutKind::Filler) {
+            // Let the filler finish; the reply follows it.
+            self.queued_reply = Some((audio, record));
+        } else {
+            self.start_reply_playout(now, audio, record);
+        }
+    }
+
+    fn start_reply_playout(&mut self, now: Instant, audio: Vec<f32>, mut record: TurnRecord) {
+        let speech_end_at = now - Duration::from_secs_f64((record.end_of_utterance_ms / 1e3).max(0.0));
+        self.play(now, audio, PlayoutKind::Reply);
+        // The first frame leaves now: voice-to-voice is measured at send time.
+        record.voice_to_voice_ms = Some(ms_between(speech_end_at, now));
+        self.completed_turn = Some(record);
+        self.flush_first_frame(now);
+    }
+
+    fn play(&mut self, now: Instant, audio: Vec<f32>, kind: PlayoutKind) {
+        self.playout = to_frames(&audio);
+        self.playing = Some(kind);
+        self.first_frame_sent = false;
+        self.next_frame_at = Some(now);
+        self.set_state(CallState::AgentSpeaking, now);
+    }
+
+    fn flush_first_frame(&mut self, now: Instant) {
+        if self.next_frame_at.is_some_and(|t| t <= now) {
+            self.handle_timeout(now);
+        }
+    }
+
+    /// Drives playout pacing and the filler timer.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == CallState::Ended || self.probe.is_some() {
+            return;
+        }
+        // No dead air: a filler when the answer is slow.
+        if self.state == CallState::Thinking && self.playing.is_none() {
+            let late = self.pending.as_ref().and_then(|p| p.endpoint_at).is_some_and(|t| {
+                ms_between(t, now) >= self.cfg.filler_after_ms as f64
+            });
+            let already = self.pending.as_ref().is_some_and(|p| p.filler);
+            if late && !already {
+                if let Some(p) = &mut self.pending {
+                    p.filler = true;
+                }
+                let text = self.cfg.filler_text.clone();
+                let id = self.request(Purpose::Filler);
+                self.command(Command::Synthesize { id, text });
+            }
+            self.next_frame_at = Some(now + FRAME);
+            return;
+        }
+        while let Some(due) = self.next_frame_at {
+            if due > now || self.playing.is_none() {
+                break;
+            }
+            match self.playout.pop_front() {
+                Some(frame) => {
+                    self.played_levels.push_back((now, rms(&frame)));
+                    self.command(Command::SendAudio(frame));
+                    self.first_frame_sent = true;
+                    self.next_frame_at = Some(due + FRAME);
+                }
+                None => {
+                    self.playout_finished(now);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn playout_finished(&mut self, now: Instant) {
+        let kind = self.playing.take();
+        self.next_frame_at = None;
+        if kind == Some(PlayoutKind::Filler) {
+            if let Some((audio, record)) = self.queued_reply.take() {
+                self.start_reply_playout(now, audio, record);
+                return;
+            }
+            self.set_state(CallState::Thinking, now);
+            self.next_frame_at = Some(now + FRAME);
+            return;
+        }
+        if kind == Some(PlayoutKind::Reply) {
+            if let Some(record) = self.completed_turn.take() {
+                self.event(CallEvent::TurnCompleted(record));
+            }
+            match self.after_playout.take() {
+                Some(FlowAction::Transfer) => {
+                    self.command(Command::Transfer);
+                    self.set_state(CallState::Transferring, now);
+                    return;
+                }
+                Some(FlowAction::EndCall) => {
+                    self.session.on_call_event(crate::flow::CompletionCriterion::CallerEnded);
+                    self.command(Command::Hangup);
+                    self.end(now);
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if self.pending.is_some() {
+            self.set_state(CallState::Thinking, now);
+            self.next_frame_at = Some(now + FRAME);
+        } else {
+            self.set_state(CallState::Listening, now);
+        }
+    }
+
+    fn stop_playout(&mut self) {
+        self.playout.clear();
+        self.playing = None;
+        self.queued_reply = None;
+    }
+
+    fn pause_for_probe(&mut self, now: Instant) {
+        let mut audio: Vec<f32> = self.preroll.drain(..).collect();
+        audio.shrink_to_fit();
+        self.probe = Some(Probe { started_at: now, audio, last_speech_at: now, request: None, transcript: None });
+        self.event(CallEvent::PlayoutPaused);
+    }
+
+    fn probe_frame(&mut self, now: Instant, frame: &[f32], speech: bool) {
+        let cfg = self.cfg.barge_in.clone();
+        let Some(p) = &mut self.probe else { return };
+        p.audio.extend_from_slice(frame);
+        if speech {
+            p.last_speech_at = now;
+        }
+        let burst_ms = ms_between(p.started_at, p.last_speech_at) + cfg.min_speech_ms as f64;
+        let silent_ms = ms_between(p.last_speech_at, now);
+        if burst_ms > cfg.backchannel_max_ms as f64 {
+            self.confirm_barge_in(now);
+        } else if silent_ms >= 200.0 && p.request.is_none() {
+            // The burst is over: was it a backchannel?
+            let audio: Arc<[f32]> = p.audio.clone().into();
+            let id = self.request(Purpose::Probe);
+            if let Some(p) = &mut self.probe {
+                p.request = Some(id);
+            }
+            self.command(Command::Transcribe { id, audio, partial: true, prompt: None });
+        }
+    }
+
+    fn judge_probe(&mut self, now: Instant) {
+        let heard = self.probe.as_ref().and_then(|p| p.transcript.clone()).unwrap_or_default();
+        let words: Vec<String> = heard
+            .to_lowercase()
+            .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == '!' || c == '?')
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect();
+        let backchannel = words.iter().all(|w| self.cfg.barge_in.backchannel_words.iter().any(|b| b == w));
+        if backchannel {
+            // Nothing said, or only "mm-hm": resume where we paused.
+            self.probe = None;
+            self.counters.false_barge_ins += 1;
+            self.event(CallEvent::PlayoutResumed { heard });
+            self.next_frame_at = Some(now);
+            self.handle_timeout(now);
+        } else {
+            self.confirm_barge_in(now);
+        }
+    }
+
+    /// The caller really interrupted: drop the rest of the reply and listen.
+    fn confirm_barge_in(&mut self, now: Instant) {
+        let Some(p) = self.probe.take() else { return };
+        if let Some(id) = p.request {
+            self.cancel(id);
+        }
+        self.counters.barge_ins += 1;
+        self.event(CallEvent::BargeIn);
+        if let Some(mut record) = self.completed_turn.take() {
+            record.barged_in = true;
+            self.event(CallEvent::TurnCompleted(record));
+        }
+        self.after_playout = None;
+        self.stop_playout();
+        self.next_frame_at = None;
+        self.utterance = p.audio;
+        self.last_speech_at = Some(p.last_speech_at);
+        self.onset_ms = 0;
+        self.set_state(CallState::CallerSpeaking, now);
+    }
+
+    /// A DTMF digit (RFC 4733 or SIP INFO). `#` ends an entry.
+    pub fn handle_dtmf(&mut self, now: Instant, digit: char) {
+        if matches!(self.state, CallState::Ended | CallState::Transferring) || !"0123456789*#".contains(digit) {
+            return;
+        }
+        if self.state == CallState::AgentSpeaking {
+            // Keying during a prompt interrupts it.
+            self.probe = None;
+            self.stop_playout();
+            self.completed_turn = None;
+            self.next_frame_at = None;
+            self.set_state(CallState::Listening, now);
+        }
+        if digit != '#' {
+            if self.dtmf.len() < 32 {
+                self.dtmf.push(digit);
+            }
+            return;
+        }
+        let digits = std::mem::take(&mut self.dtmf);
+        self.discard_pending();
+        let key = self.next_turn_key;
+        self.next_turn_key += 1;
+        self.pending = Some(PendingTurn {
+            key,
+            speech_end_at: now,
+            endpoint_at: Some(now),
+            requests: Vec::new(),
+            asr_started: now,
+            asr_ms: None,
+            intent_started: None,
+            intent_ms: None,
+            tts_started: None,
+            tts_ms: None,
+            transcript: Some(String::new()),
+            intent: None,
+            dtmf: Some(format!("{digits}#")),
+            session: None,
+            reply_text: None,
+            action: None,
+            task: None,
+            task_events: Vec::new(),
+            audio: None,
+            filler: false,
+        });
+        let mut session = self.session.clone();
+        let reply = session.on_turn("", "", Some(&digits));
+        self.set_state(CallState::Thinking, now);
+        self.set_reply(now, key, session, reply.text, reply.action, reply.task, reply.events);
+    }
+
+    /// The far end hung up (or the transport lost the call).
+    pub fn hangup(&mut self, now: Instant) {
+        if self.state == CallState::Ended {
+            return;
+        }
+        self.end(now);
+    }
+
+    /// The transport reports that the transfer was accepted.
+    pub fn transfer_accepted(&mut self, now: Instant) {
+        self.session.on_call_event(crate::flow::CompletionCriterion::TransferAccepted);
+        self.end(now);
+    }
+
+    fn end(&mut self, now: Instant) {
+        let ids: Vec<RequestId> = self.inflight.keys().copied().collect();
+        for id in ids {
+            self.cancel(id);
+        }
+        self.pending = None;
+        self.probe = None;
+        self.stop_playout();
+        self.next_frame_at = None;
+        self.set_state(CallState::Ended, now);
+    }
+}
+
+#[cfg(test)]
+mod tests;
