@@ -10,6 +10,8 @@
 //! - [`call`]: one call's real-time conversation state machine (endpointing,
 //!   speculation, barge-in, paced playout), sans-IO.
 //! - [`outcome`]: outcome events (CloudEvents) and the durable spool.
+//! - [`runtime`]: the IO side: drivers that feed calls with audio and engine
+//!   results on real time, the outcome shipper.
 //! - [`engine`]: whisper, llama and espeak-ng, and the turn pipeline.
 //! - [`models`]: the model manifest, fetching, checksums, weight conversion.
 //! - [`ops`]: configuration and logging.
@@ -24,3 +26,4 @@ pub mod models;
 pub mod ops;
 pub mod outcome;
 pub mod proto;
+pub mod runtime;

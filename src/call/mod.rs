@@ -339,7 +339,8 @@ pub struct Call {
     last_speech_at: Option<Instant>,
     partial_text: String,
     last_partial_at: Option<Instant>,
-    partial_in_flight: bool,
+    /// The partial transcription in flight, if any.
+    partial_request: Option<RequestId>,
     dtmf: String,
 
     pending: Option<PendingTurn>,
@@ -348,7 +349,7 @@ pub struct Call {
     // agent audio
     playout: VecDeque<Vec<f32>>,
     playing: Option<PlayoutKind>,
-    queued_reply: Option<(Vec<f32>, TurnRecord)>,
+    queued_reply: Option<(Vec<f32>, TurnRecord, Instant)>,
     next_frame_at: Option<Instant>,
     first_frame_sent: bool,
     played_levels: VecDeque<(Instant, f32)>,
@@ -412,7 +413,7 @@ impl Call {
             last_speech_at: None,
             partial_text: String::new(),
             last_partial_at: None,
-            partial_in_flight: false,
+            partial_request: None,
             dtmf: String::new(),
             pending: None,
             completed_turn: None,
@@ -583,10 +584,10 @@ impl Call {
             }
             self.last_speech_at = Some(now);
             let due = self.last_partial_at.is_none_or(|t| ms_between(t, now) >= self.cfg.partial_interval_ms as f64);
-            if due && !self.partial_in_flight {
+            if due && self.partial_request.is_none() {
                 self.last_partial_at = Some(now);
-                self.partial_in_flight = true;
                 let id = self.request(Purpose::Partial);
+                self.partial_request = Some(id);
                 let prompt = self.session.flow().asr_prompt.clone();
                 self.command(Command::Transcribe { id, audio: self.utterance.clone().into(), partial: true, prompt });
             }
@@ -600,7 +601,10 @@ impl Call {
         if self.pending.is_none() && silence >= self.cfg.endpointing.speculate_after_ms {
             self.start_turn(now);
         }
-        let needed = self.endpointer.silence_needed_ms(&self.partial_text, self.pending_slot_min_digits());
+        // The speculative final transcript, once back, is fresher than the
+        // last partial (partials lag the audio by their decode time).
+        let words = self.pending.as_ref().and_then(|p| p.transcript.as_deref()).unwrap_or(&self.partial_text);
+        let needed = self.endpointer.silence_needed_ms(words, self.pending_slot_min_digits());
         if silence >= needed {
             if self.pending.is_none() {
                 self.start_turn(now);
@@ -611,6 +615,10 @@ impl Call {
 
     /// Starts answering the utterance so far (speculatively until the endpoint).
     fn start_turn(&mut self, now: Instant) {
+        // The final transcription supersedes a partial still queued.
+        if let Some(id) = self.partial_request.take() {
+            self.cancel(id);
+        }
         let key = self.next_turn_key;
         self.next_turn_key += 1;
         let id = self.request(Purpose::Final { turn: key });
@@ -682,13 +690,13 @@ impl Call {
         }
         match (purpose, result) {
             (Purpose::Partial, EngineResult::Transcript { text, .. }) => {
-                self.partial_in_flight = false;
+                self.partial_request = None;
                 if self.state == CallState::CallerSpeaking {
                     self.partial_text = text.clone();
                     self.event(CallEvent::PartialTranscript { text });
                 }
             }
-            (Purpose::Partial, _) => self.partial_in_flight = false,
+            (Purpose::Partial, _) => self.partial_request = None,
             (Purpose::Final { turn }, r) => self.on_final(now, turn, r),
             (Purpose::Intent { turn }, r) => self.on_intent(now, turn, r),
             (Purpose::Reply { turn }, r) => self.on_reply_audio(now, turn, r),
@@ -836,14 +844,13 @@ impl Call {
         let audio = p.audio.unwrap_or_default();
         if self.playing == Some(PlayoutKind::Filler) {
             // Let the filler finish; the reply follows it.
-            self.queued_reply = Some((audio, record));
+            self.queued_reply = Some((audio, record, p.speech_end_at));
         } else {
-            self.start_reply_playout(now, audio, record);
+            self.start_reply_playout(now, audio, record, p.speech_end_at);
         }
     }
 
-    fn start_reply_playout(&mut self, now: Instant, audio: Vec<f32>, mut record: TurnRecord) {
-        let speech_end_at = now - Duration::from_secs_f64((record.end_of_utterance_ms / 1e3).max(0.0));
+    fn start_reply_playout(&mut self, now: Instant, audio: Vec<f32>, mut record: TurnRecord, speech_end_at: Instant) {
         self.play(now, audio, PlayoutKind::Reply);
         // The first frame leaves now: voice-to-voice is measured at send time.
         record.voice_to_voice_ms = Some(ms_between(speech_end_at, now));
@@ -910,8 +917,8 @@ impl Call {
         let kind = self.playing.take();
         self.next_frame_at = None;
         if kind == Some(PlayoutKind::Filler) {
-            if let Some((audio, record)) = self.queued_reply.take() {
-                self.start_reply_playout(now, audio, record);
+            if let Some((audio, record, speech_end_at)) = self.queued_reply.take() {
+                self.start_reply_playout(now, audio, record, speech_end_at);
                 return;
             }
             self.set_state(CallState::Thinking, now);

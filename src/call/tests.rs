@@ -271,11 +271,25 @@ fn partial_transcripts_stream_while_the_caller_speaks() {
 fn unfinished_words_extend_the_endpoint() {
     let mut sim = Sim::new().answered();
     sim.partial_text = "my order number is".into();
+    sim.final_text = "my order number is".into();
     sim.run(&speech(), 1000);
     let speech_end = sim.ms();
     sim.run(&silence(), 1500);
     let thinking = sim.state_at(CallState::Thinking).unwrap();
     assert!((thinking - speech_end - 800.0).abs() <= 20.0, "300 + 500 ms for unfinished words, was {}", thinking - speech_end);
+}
+
+#[test]
+fn a_fresh_final_transcript_overrides_a_stale_partial() {
+    let mut sim = Sim::new().answered();
+    // The last partial lagged ("... is my"), the speculative final is complete.
+    sim.partial_text = "hi where is my".into();
+    sim.final_text = "Hi, where is my order?".into();
+    sim.run(&speech(), 1000);
+    let speech_end = sim.ms();
+    sim.run(&silence(), 1500);
+    let thinking = sim.state_at(CallState::Thinking).unwrap();
+    assert!((thinking - speech_end - 300.0).abs() <= 20.0, "base endpoint once the final is back, was {}", thinking - speech_end);
 }
 
 #[test]

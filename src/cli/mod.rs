@@ -8,6 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+pub mod outcomes;
+
 use crate::engine::TurnEngine;
 use crate::flow::FlowSession;
 use crate::media::{wav, ENGINE_RATE};
@@ -50,6 +52,22 @@ pub enum Command {
         #[arg(long, value_name = "DIR", conflicts_with = "out")]
         out_dir: Option<PathBuf>,
     },
+    /// A live call in real time with a scripted caller: each WAV is one caller
+    /// turn, spoken after the agent's previous reply ends. Prints the call
+    /// report (turn records with voice-to-voice latency, counters) as JSON.
+    Call {
+        /// Caller utterances, in order.
+        #[arg(long = "wav", value_name = "FILE", required = true)]
+        wavs: Vec<PathBuf>,
+        #[arg(long)]
+        flow: Option<String>,
+        /// The caller's pause after the agent stops, in ms.
+        #[arg(long, default_value_t = 600)]
+        think_ms: u64,
+        /// Where to write the agent's side of the call (16 kHz WAV).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Speak text with the configured TTS voice into a WAV file (16 kHz).
     Say {
         text: String,
@@ -61,10 +79,36 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Read the local outcome spool (what the node recorded, shipped or not).
+    Outcomes {
+        /// Spool directory (default: collector.spool_dir from the config).
+        #[arg(long, value_name = "DIR", global = true)]
+        spool: Option<PathBuf>,
+        #[command(subcommand)]
+        command: OutcomesCommand,
+    },
     /// Fetch, list and verify models.
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutcomesCommand {
+    /// One line per event: seq, time, type, subject, id.
+    List {
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// One event as JSON, by id or sequence number.
+    Show { id_or_seq: String },
+    /// The last events; with --follow, keep printing new ones.
+    Tail {
+        #[arg(long, default_value_t = 10)]
+        last: usize,
+        #[arg(long)]
+        follow: bool,
     },
 }
 
@@ -101,6 +145,7 @@ pub fn run() -> Result<ExitCode> {
             }
             turn(&cfg, &wavs, flow.as_deref(), dtmf.as_deref(), same_call, out.as_deref(), out_dir.as_deref())
         }
+        Command::Call { wavs, flow, think_ms, out } => scripted_call(&cfg, &wavs, flow.as_deref(), think_ms, out.as_deref()),
         Command::Say { text, out } => {
             let tts = crate::engine::tts::Tts::new(cfg.tts.clone())?;
             let speech = tts.synthesize(&text)?;
@@ -115,6 +160,20 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { command } => models_command(&cfg, command),
+        Command::Outcomes { spool, command } => {
+            let dir = spool.unwrap_or_else(|| cfg.collector.spool_dir());
+            let mut out = std::io::stdout().lock();
+            match command {
+                OutcomesCommand::List { limit } => outcomes::list(&dir, limit, &mut out)?,
+                OutcomesCommand::Show { id_or_seq } => outcomes::show(&dir, &id_or_seq, &mut out)?,
+                OutcomesCommand::Tail { last, follow } => {
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    let opts = outcomes::TailOptions { last, follow, ..Default::default() };
+                    outcomes::tail(&dir, &opts, &mut out, &stop)?
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -166,6 +225,28 @@ fn turn(
             "turn"
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_ms: u64, out: Option<&Path>) -> Result<ExitCode> {
+    use crate::engine::pool::EnginePool;
+    use crate::runtime::scripted_call::{run_scripted_call, CallerScript};
+    let utterances: Vec<Vec<f32>> = wavs.iter().map(|p| wav::read_wav_engine(p)).collect::<Result<_, _>>()?;
+    let flow = Arc::new(match flow_name {
+        Some(name) => cfg.load_flow(name)?,
+        None => cfg.default_flow()?,
+    });
+    let pool = EnginePool::start(cfg, cfg.engine.clone(), std::slice::from_ref(&flow))?;
+    let script = CallerScript {
+        utterances,
+        think_time: std::time::Duration::from_millis(think_ms),
+        patience: std::time::Duration::from_secs(30),
+    };
+    let report = run_scripted_call(&pool, 1, flow, cfg.call.clone(), cfg.vad.clone(), &script);
+    if let Some(p) = out {
+        wav::write_wav(p, ENGINE_RATE, &report.agent_audio)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 

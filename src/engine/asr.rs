@@ -39,6 +39,9 @@ pub struct AsrConfig {
     pub reduced_audio_ctx: bool,
     /// Extra encoder frames (20 ms each) kept beyond the audio when reduced.
     pub audio_ctx_margin: u32,
+    /// The reduced context never goes below this many frames: on very short
+    /// contexts whisper loops on the utterance.
+    pub audio_ctx_min: u32,
 }
 
 impl Default for AsrConfig {
@@ -49,6 +52,7 @@ impl Default for AsrConfig {
             language: "en".into(),
             reduced_audio_ctx: true,
             audio_ctx_margin: 128,
+            audio_ctx_min: 384,
         }
     }
 }
@@ -63,6 +67,9 @@ impl AsrConfig {
         }
         if self.audio_ctx_margin > 1500 {
             return Err(format!("asr.audio_ctx_margin: {} is above 1500 frames (30 s)", self.audio_ctx_margin));
+        }
+        if self.audio_ctx_min > 1500 {
+            return Err(format!("asr.audio_ctx_min: {} is above 1500 frames (30 s)", self.audio_ctx_min));
         }
         Ok(())
     }
@@ -130,10 +137,11 @@ impl AsrSession<'_> {
         params.set_translate(false);
         params.set_no_context(true);
         params.set_single_segment(true);
-        // Timestamp tokens let the decoder close the segment where speech
-        // ends; without them a reduced audio context makes whisper repeat the
-        // utterance until the token cap (measured: 13 of 38 test recordings).
-        params.set_no_timestamps(false);
+        // No timestamp tokens: with them and a domain prompt, a single
+        // segment ends at the first boundary ("The number is 4" for six
+        // digits). Reduced-context loops are held off by `audio_ctx_min`,
+        // capped by the token limit and collapsed by `collapse_repeats`.
+        params.set_no_timestamps(true);
         params.set_max_tokens(max_tokens_for(input.len()));
         params.set_print_progress(false);
         params.set_print_realtime(false);
@@ -147,7 +155,8 @@ impl AsrSession<'_> {
             params.set_initial_prompt(prompt);
         }
         if cfg.reduced_audio_ctx {
-            params.set_audio_ctx(reduced_audio_ctx(input.len(), cfg.audio_ctx_margin) as i32);
+            let frames = reduced_audio_ctx(input.len(), cfg.audio_ctx_margin).max(cfg.audio_ctx_min as usize);
+            params.set_audio_ctx(frames.min(FULL_AUDIO_CTX) as i32);
         }
 
         self.state.full(params, input).map_err(AsrError::Decode)?;
@@ -173,7 +182,7 @@ impl AsrSession<'_> {
             }
         }
         Ok(Transcript {
-            text: clean_transcript(&text),
+            text: collapse_repeats(&clean_transcript(&text)),
             confidence: if prob_n == 0 { 0.0 } else { prob_sum / prob_n as f32 },
             no_speech_prob,
             elapsed: started.elapsed(),
@@ -193,6 +202,30 @@ pub fn max_tokens_for(samples: usize) -> i32 {
 pub fn reduced_audio_ctx(samples: usize, margin: u32) -> usize {
     let frames = samples.div_ceil(ENGINE_RATE as usize / 50);
     (frames + margin as usize).min(FULL_AUDIO_CTX)
+}
+
+/// Undoes whisper's loop failure ("Agent. Agent. Agent. ..." or a sentence
+/// said over and over until the token cap): when the words are one phrase
+/// repeated (the last copy possibly cut short), keep one copy. One- and
+/// two-word phrases must repeat three times ("no no" is speech); longer
+/// ones twice.
+pub fn collapse_repeats(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let norm: Vec<String> =
+        words.iter().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase()).collect();
+    for period in 1..=words.len() / 2 {
+        let copies = words.len() as f32 / period as f32;
+        let needed = if period <= 2 { 3.0 } else { 2.0 };
+        if copies < needed {
+            continue;
+        }
+        // The token cap may cut the last word short.
+        let last = norm.len() - 1;
+        if (period..norm.len()).all(|i| norm[i] == norm[i % period] || (i == last && norm[i % period].starts_with(&norm[i]))) {
+            return words[..period].join(" ");
+        }
+    }
+    text.to_string()
 }
 
 /// Trims whitespace and drops whisper's non-speech annotations such as
@@ -222,6 +255,19 @@ mod tests {
         assert_eq!(reduced_audio_ctx(16_000 * 60, 64), FULL_AUDIO_CTX);
         assert_eq!(max_tokens_for(16_000), 42);
         assert_eq!(max_tokens_for(16_000 * 60), 224);
+    }
+
+    #[test]
+    fn loops_collapse_to_one_copy() {
+        assert_eq!(collapse_repeats("Agent. Agent. Agent. Agent. Ag"), "Agent.");
+        assert_eq!(collapse_repeats("Agent. Agent. Agent. Agent."), "Agent.");
+        assert_eq!(
+            collapse_repeats("All circuits are busy now. All circuits are busy now. All circuits"),
+            "All circuits are busy now."
+        );
+        assert_eq!(collapse_repeats("no no"), "no no");
+        assert_eq!(collapse_repeats("Where is my order?"), "Where is my order?");
+        assert_eq!(collapse_repeats(""), "");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod asr;
 pub mod intent;
 pub mod label_trie;
+pub mod pool;
 pub mod tts;
 pub mod turn;
 
@@ -28,6 +29,8 @@ pub enum EngineLoadError {
     Intent(#[from] intent::IntentError),
     #[error(transparent)]
     Tts(#[from] tts::TtsError),
+    #[error("an engine worker thread died while loading its model")]
+    WorkerDied,
 }
 
 impl TurnEngine {

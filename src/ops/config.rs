@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::call::CallConfig;
 use crate::engine::asr::AsrConfig;
 use crate::engine::intent::IntentConfig;
+use crate::engine::pool::PoolConfig;
 use crate::engine::tts::TtsConfig;
 use crate::flow::{Flow, FlowError, FlowSource};
 use crate::media::vad::VadConfig;
@@ -83,6 +85,8 @@ pub struct Config {
     pub intent: IntentConfig,
     pub tts: TtsConfig,
     pub vad: VadConfig,
+    pub call: CallConfig,
+    pub engine: PoolConfig,
     pub flows: FlowsConfig,
     pub logging: LoggingConfig,
     pub sip: SipConfig,
@@ -140,6 +144,8 @@ impl Config {
         self.intent.validate()?;
         self.tts.validate()?;
         self.vad.validate()?;
+        self.call.validate()?;
+        self.engine.validate()?;
         self.logging.validate()?;
         self.sip.validate()?;
         self.cluster.validate()?;

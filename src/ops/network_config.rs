@@ -99,11 +99,14 @@ pub struct CollectorConfig {
     pub nats_url: Option<String>,
     /// JetStream subject prefix events are published under.
     pub subject: String,
+    /// The durable outcome spool. Unset: `$STATE_DIRECTORY/spool` under
+    /// systemd, else `~/.local/state/voice-edge/spool`.
+    pub spool_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for CollectorConfig {
     fn default() -> Self {
-        CollectorConfig { nats_url: None, subject: "outcomes".into() }
+        CollectorConfig { nats_url: None, subject: "outcomes".into(), spool_dir: None }
     }
 }
 
@@ -176,6 +179,18 @@ impl ClusterConfig {
 }
 
 impl CollectorConfig {
+    /// The spool directory in effect.
+    pub fn spool_dir(&self) -> std::path::PathBuf {
+        if let Some(d) = &self.spool_dir {
+            return d.clone();
+        }
+        if let Some(state) = std::env::var_os("STATE_DIRECTORY") {
+            return std::path::PathBuf::from(state).join("spool");
+        }
+        let home = std::env::var_os("HOME").map(std::path::PathBuf::from).unwrap_or_else(|| ".".into());
+        home.join(".local/state/voice-edge/spool")
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.nats_url {
             if !(url.starts_with("nats://") || url.starts_with("tls://")) {

@@ -133,6 +133,17 @@
 //! at-least-once (a crash between delivery and ack repeats a batch, which
 //! the event ids deduplicate) and never skips a durable record.
 //!
+//! # Read-only views ([`Spool::open_read_only`])
+//!
+//! Tools (the `voice-edge outcomes` command) open the directory of a
+//! running node read-only: the same validation as [`Spool::open`], but
+//! nothing is created, truncated, deleted or fsynced, a torn tail (perhaps
+//! a write in progress) is only left unread, and a segment the node deletes
+//! meanwhile is skipped. Such a view reads every record still on disk,
+//! acknowledged or not, as of its opening; `append`, `ack`, `commit` and
+//! `flush` refuse with [`SpoolError::ReadOnly`]. To see newer records, open
+//! it again.
+//!
 //! The spool is a single-owner, blocking-I/O object. It belongs on the
 //! outcome thread (or behind a mutex shared with the shipper), never on a
 //! media or async-runtime thread; time enters only as the `now` arguments.
@@ -253,6 +264,8 @@ pub enum SpoolError {
     RecordTooLarge { len: usize, max: u64 },
     #[error("cannot ack seq {seq}: only records up to {durable} are durable")]
     AckBeyondDurable { seq: u64, durable: u64 },
+    #[error("spool {} is open read-only", dir.display())]
+    ReadOnly { dir: PathBuf },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
@@ -439,21 +452,37 @@ pub struct Spool {
     stats: SpoolStats,
     failing: bool,
     drop_run: u64,
+    /// Opened with [`Spool::open_read_only`].
+    read_only: bool,
 }
 
 impl Spool {
     /// Opens (creating if needed) the spool in `cfg.dir`, validating every
     /// record and repairing what a crash left; see the module doc.
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Self::open_mode(cfg, false)
+    }
+
+    /// Opens the spool in `dir` as a read-only view, for tools that look at
+    /// a running node's spool: validates like [`Spool::open`] and reports
+    /// what it finds, but never creates, truncates, deletes or syncs
+    /// anything; see "Read-only views" in the module doc.
+    pub fn open_read_only(dir: impl Into<PathBuf>) -> Result<(Spool, RecoveryReport), SpoolError> {
+        Self::open_mode(SpoolConfig::new(dir), true)
+    }
+
+    fn open_mode(cfg: SpoolConfig, read_only: bool) -> Result<(Spool, RecoveryReport), SpoolError> {
         cfg.validate()?;
         let dir = cfg.dir.clone();
-        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        if !read_only {
+            fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        }
         let mut report = RecoveryReport::default();
         let mut dir_changed = false;
 
         let tmp = dir.join(ACK_TMP_FILE);
-        match fs::remove_file(&tmp) {
-            Ok(()) => dir_changed = true,
+        match if read_only { Ok(()) } else { fs::remove_file(&tmp) } {
+            Ok(()) => dir_changed = !read_only,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("remove", &tmp)(e)),
         }
@@ -466,7 +495,7 @@ impl Spool {
             let name = name.to_string_lossy();
             match parse_segment_name(&name) {
                 Some(seq) => names.push(seq),
-                None if name == ACK_FILE => {}
+                None if name == ACK_FILE || read_only && name == ACK_TMP_FILE => {}
                 None => tracing::warn!(file = %name, dir = %dir.display(), "ignoring unknown file in outcome spool"),
             }
         }
@@ -478,7 +507,12 @@ impl Spool {
         for (i, &first_seq) in names.iter().enumerate() {
             let is_last = i + 1 == names.len();
             let path = segment_path(&dir, first_seq);
-            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                // Acked and deleted by the node that owns the spool.
+                Err(e) if read_only && e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
             let header = format::check_segment_header(&bytes, first_seq);
             if let HeaderCheck::Version(version) = header {
                 return Err(SpoolError::UnsupportedFormat { path, version });
@@ -522,19 +556,24 @@ impl Spool {
             }
             if is_last && found == 0 {
                 // Created just before a crash: no record in it ever became
-                // durable (its header may be torn too).
+                // durable (its header may be torn too). A read-only view
+                // leaves it alone (the owner may be writing its first record).
                 report.torn_tail_bytes += file_len;
-                fs::remove_file(&seg.path).map_err(io_err("remove torn segment", &seg.path))?;
-                dir_changed = true;
+                if !read_only {
+                    fs::remove_file(&seg.path).map_err(io_err("remove torn segment", &seg.path))?;
+                    dir_changed = true;
+                }
                 continue;
             }
             match tail {
                 Some((at, _)) if is_last => {
                     report.torn_tail_bytes += file_len - at;
-                    let f = OpenOptions::new().write(true).open(&seg.path).map_err(io_err("open", &seg.path))?;
-                    f.set_len(at).map_err(io_err("truncate torn tail of", &seg.path))?;
-                    if cfg.fsync != FsyncPolicy::Never {
-                        f.sync_all().map_err(io_err("fsync", &seg.path))?;
+                    if !read_only {
+                        let f = OpenOptions::new().write(true).open(&seg.path).map_err(io_err("open", &seg.path))?;
+                        f.set_len(at).map_err(io_err("truncate torn tail of", &seg.path))?;
+                        if cfg.fsync != FsyncPolicy::Never {
+                            f.sync_all().map_err(io_err("fsync", &seg.path))?;
+                        }
                     }
                     seg.len = at;
                 }
@@ -577,7 +616,7 @@ impl Spool {
         }
 
         let writer = match segments.back() {
-            Some(seg) if last_appendable => {
+            Some(seg) if last_appendable && !read_only => {
                 let file = OpenOptions::new().write(true).open(&seg.path).map_err(io_err("open", &seg.path))?;
                 Some(Writer {
                     file,
@@ -603,9 +642,12 @@ impl Spool {
             stats: SpoolStats { corrupt_skipped, ..SpoolStats::default() },
             failing: false,
             drop_run: 0,
+            read_only,
         };
         let before = spool.segments.len();
-        spool.delete_acked_segments();
+        if !read_only {
+            spool.delete_acked_segments();
+        }
         report.deleted_segments = before - spool.segments.len();
         if (dir_changed || report.deleted_segments > 0) && spool.cfg.fsync != FsyncPolicy::Never {
             sync_dir(&dir).map_err(io_err("fsync directory", &dir))?;
@@ -620,6 +662,7 @@ impl Spool {
     /// fails for lack of space or a disk error; see the module doc). The
     /// policy may write and fsync pending records before returning.
     pub fn append(&mut self, payload: &[u8], now: Instant) -> Result<AppendOutcome, SpoolError> {
+        self.check_writable()?;
         let max = self.cfg.max_payload_bytes();
         if payload.len() as u64 > max {
             return Err(SpoolError::RecordTooLarge { len: payload.len(), max });
@@ -670,6 +713,7 @@ impl Spool {
     /// 10 ms under `Interval`) and retries a commit that failed. Returns
     /// the durable seq.
     pub fn flush(&mut self, now: Instant) -> Result<u64, SpoolError> {
+        self.check_writable()?;
         if self.sync_due(now) {
             self.policy_sync().map_err(io_err("write", &self.cfg.dir))?;
         }
@@ -680,14 +724,16 @@ impl Spool {
     /// returns the durable seq (all stored records). `now` is taken for
     /// symmetry with `flush`; a commit does not depend on it.
     pub fn commit(&mut self, _now: Instant) -> Result<u64, SpoolError> {
+        self.check_writable()?;
         self.sync_logged(true).map_err(io_err("commit", &self.cfg.dir))?;
         Ok(self.durable_seq)
     }
 
-    /// Up to `max` durable records with seq >= `seq` (and above the ack),
-    /// in seq order. Corrupt records met on the way are skipped and counted.
+    /// Up to `max` durable records with seq >= `seq` (and above the ack,
+    /// unless read-only), in seq order. Corrupt records met on the way are
+    /// skipped and counted.
     pub fn read_from(&mut self, seq: u64, max: usize) -> Result<Vec<(u64, Vec<u8>)>, SpoolError> {
-        let from = seq.max(self.acked + 1);
+        let from = if self.read_only { seq.max(1) } else { seq.max(self.acked + 1) };
         let mut out = Vec::new();
         if max == 0 || from > self.durable_seq || self.segments.is_empty() {
             return Ok(out);
@@ -717,6 +763,7 @@ impl Spool {
     /// deletes segments wholly at or below it. Acks at or below the current
     /// one are no-ops. Returns the acked seq.
     pub fn ack(&mut self, seq: u64) -> Result<u64, SpoolError> {
+        self.check_writable()?;
         if seq <= self.acked {
             return Ok(self.acked);
         }
@@ -745,6 +792,18 @@ impl Spool {
 
     pub fn config(&self) -> &SpoolConfig {
         &self.cfg
+    }
+
+    /// Opened with [`Spool::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn check_writable(&self) -> Result<(), SpoolError> {
+        if self.read_only {
+            return Err(SpoolError::ReadOnly { dir: self.cfg.dir.clone() });
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> SpoolStats {
@@ -1077,4 +1136,77 @@ fn write_ack(dir: &Path, seq: u64) -> Result<(), SpoolError> {
     drop(f);
     fs::rename(&tmp, &dst).map_err(io_err("rename", &dst))?;
     sync_dir(dir).map_err(io_err("fsync directory", dir))
+}
+
+#[cfg(test)]
+mod read_only_tests {
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::path::Path;
+    use std::time::Instant;
+
+    use super::*;
+
+    fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn read_only_view_reads_everything_on_disk_and_changes_nothing() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("spool");
+        let cfg = SpoolConfig { max_segment_bytes: 256, fsync: FsyncPolicy::Always, ..SpoolConfig::new(&dir) };
+        let (mut rw, _) = Spool::open(cfg).unwrap();
+        let now = Instant::now();
+        for i in 1..=12u64 {
+            assert_eq!(
+                rw.append(format!("record {i:03} {}", "x".repeat(40)).as_bytes(), now).unwrap(),
+                AppendOutcome::Stored { seq: i }
+            );
+        }
+        rw.ack(3).unwrap();
+        let first_kept = rw.segments.front().unwrap().first_seq;
+        // What a crash, or a write in progress, leaves: a stray ack.tmp and a partial frame.
+        fs::write(dir.join(ACK_TMP_FILE), b"half an ack").unwrap();
+        let last = rw.segments.back().unwrap().path.clone();
+        let mut f = OpenOptions::new().append(true).open(&last).unwrap();
+        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let before = snapshot(&dir);
+
+        let (mut ro, report) = Spool::open_read_only(&dir).unwrap();
+        assert!(ro.is_read_only());
+        assert_eq!(report.torn_tail_bytes, 6);
+        assert_eq!((report.acked_seq, ro.acked(), ro.durable_seq()), (3, 3, 12));
+        let seqs: Vec<u64> = ro.read_from(0, usize::MAX).unwrap().into_iter().map(|(s, _)| s).collect();
+        assert_eq!(seqs, (first_kept..=12).collect::<Vec<_>>(), "acked records still on disk are visible too");
+        assert!(matches!(ro.append(b"x", now), Err(SpoolError::ReadOnly { .. })));
+        assert!(matches!(ro.ack(12), Err(SpoolError::ReadOnly { .. })));
+        assert!(matches!(ro.commit(now), Err(SpoolError::ReadOnly { .. })));
+        assert!(matches!(ro.flush(now), Err(SpoolError::ReadOnly { .. })));
+        drop(ro);
+        assert_eq!(snapshot(&dir), before, "a read-only open must not touch the directory");
+
+        // The owner goes on; a new view sees its new records, the old one would not.
+        fs::remove_file(dir.join(ACK_TMP_FILE)).unwrap();
+        let (mut old, _) = Spool::open_read_only(&dir).unwrap();
+        assert_eq!(rw.append(b"record 013", now).unwrap(), AppendOutcome::Stored { seq: 13 });
+        assert_eq!(old.read_from(13, 10).unwrap(), vec![]);
+        let (mut new, _) = Spool::open_read_only(&dir).unwrap();
+        assert_eq!(new.read_from(13, 10).unwrap(), vec![(13, b"record 013".to_vec())]);
+    }
+
+    #[test]
+    fn read_only_open_of_a_missing_directory_fails_and_creates_nothing() {
+        let tmp = tempfile::TempDir::new().unwrap();
+        let dir = tmp.path().join("absent");
+        assert!(matches!(Spool::open_read_only(&dir), Err(SpoolError::Io { .. })));
+        assert!(!dir.exists());
+    }
 }

@@ -1,0 +1,349 @@
+//! The inference engine for live calls: whisper, llama and espeak-ng each on
+//! a dedicated OS thread, fed through bounded queues.
+//!
+//! * Weights load once, in the worker threads, before [`EnginePool::start`]
+//!   returns; per-flow intent classifiers (with their cached prompt prefix)
+//!   are created once per flow and shared by every call on that flow.
+//! * Each request carries its call id and request id; the result goes back
+//!   on the channel the caller gave with the request. Work for a cancelled
+//!   request or an ended call is dropped when a worker reaches it.
+//! * Queues are bounded (`queue_depth` per stage). A full queue refuses the
+//!   request at once ([`SubmitError::Saturated`]) instead of letting every
+//!   call slow down; [`EnginePool::saturated`] tells admission control to
+//!   refuse new calls with a clear reason.
+//! * The async runtime never blocks on inference: submitting is a
+//!   non-blocking channel send.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use serde::Deserialize;
+
+use super::asr::AsrModel;
+use super::intent::IntentModel;
+use super::tts::Tts;
+use super::EngineLoadError;
+use crate::call::{EngineResult, IntentResult, RequestId};
+use crate::flow::Flow;
+use crate::media::resample::resample;
+use crate::media::ENGINE_RATE;
+use crate::ops::config::Config;
+
+pub type CallId = u64;
+
+/// `[engine]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Requests waiting per stage (ASR, intent, TTS) before new ones are refused.
+    pub queue_depth: usize,
+    /// New calls are refused once a stage's queue is this full.
+    pub admit_below: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig { queue_depth: 16, admit_below: 8 }
+    }
+}
+
+impl PoolConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1024).contains(&self.queue_depth) {
+            return Err("engine.queue_depth: must be within 1..=1024".into());
+        }
+        if self.admit_below == 0 || self.admit_below > self.queue_depth {
+            return Err("engine.admit_below: must be within 1..=queue_depth".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a request asks of the engine.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Transcribe { audio: Arc<[f32]>, prompt: Option<String> },
+    Classify { flow: Arc<Flow>, text: String },
+    Synthesize { text: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Asr,
+    Intent,
+    Tts,
+}
+
+impl Stage {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SubmitError {
+    #[error("the {0:?} stage is saturated ({1} requests queued)")]
+    Saturated(Stage, usize),
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+struct Envelope {
+    call: CallId,
+    id: RequestId,
+    job: Job,
+    reply: Sender<EngineResult>,
+}
+
+/// Requests and calls whose results are no longer wanted.
+#[derive(Default)]
+struct Cancellations {
+    requests: HashSet<(CallId, RequestId)>,
+    ended: HashSet<CallId>,
+    ended_order: VecDeque<CallId>,
+}
+
+const ENDED_CALLS_REMEMBERED: usize = 4096;
+
+impl Cancellations {
+    fn take(&mut self, call: CallId, id: RequestId) -> bool {
+        self.requests.remove(&(call, id)) || self.ended.contains(&call)
+    }
+}
+
+struct Shared {
+    cancelled: Mutex<Cancellations>,
+    depth: [AtomicUsize; 3],
+    /// Jobs dropped because their call or request was cancelled.
+    dropped: AtomicUsize,
+}
+
+/// Engine statistics for metrics and admission control.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub asr_queued: usize,
+    pub intent_queued: usize,
+    pub tts_queued: usize,
+    pub cancelled_dropped: usize,
+}
+
+pub struct EnginePool {
+    cfg: PoolConfig,
+    senders: [SyncSender<Envelope>; 3],
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+type Ready = Result<(), EngineLoadError>;
+
+impl EnginePool {
+    /// Loads the models the config names on three worker threads, evaluates
+    /// the intent prompt of each of `flows` (other flows are prepared on
+    /// their first call), and returns once all are ready (or the first load
+    /// error).
+    pub fn start(config: &Config, cfg: PoolConfig, flows: &[Arc<Flow>]) -> Result<EnginePool, EngineLoadError> {
+        let paths = config.model_paths()?;
+        let shared = Arc::new(Shared {
+            cancelled: Mutex::new(Cancellations::default()),
+            depth: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
+            dropped: AtomicUsize::new(0),
+        });
+        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
+        let mut threads = Vec::new();
+
+        let (asr_tx, asr_rx) = mpsc::sync_channel::<Envelope>(cfg.queue_depth);
+        let (asr_cfg, asr_path, sh, ready) = (config.asr.clone(), paths.asr.clone(), shared.clone(), ready_tx.clone());
+        threads.push(spawn("ve-asr", move || {
+            let model = match AsrModel::load(&asr_path, asr_cfg) {
+                Ok(m) => m,
+                Err(e) => return drop(ready.send(Err(e.into()))),
+            };
+            let mut session = match model.session() {
+                Ok(s) => s,
+                Err(e) => return drop(ready.send(Err(e.into()))),
+            };
+            let _ = ready.send(Ok(()));
+            serve(asr_rx, &sh, Stage::Asr, |job| match job {
+                Job::Transcribe { audio, prompt } => match session.transcribe(&audio, prompt.as_deref()) {
+                    Ok(t) => Ok(Done::Transcript(t.text)),
+                    Err(e) => Err(e.to_string()),
+                },
+                _ => Err("not an ASR job".into()),
+            });
+        }));
+
+        let (intent_tx, intent_rx) = mpsc::sync_channel::<Envelope>(cfg.queue_depth);
+        let (intent_cfg, intent_path, sh, ready) =
+            (config.intent.clone(), paths.intent.clone(), shared.clone(), ready_tx.clone());
+        let warm: Vec<Arc<Flow>> = flows.to_vec();
+        threads.push(spawn("ve-intent", move || {
+            let model = match IntentModel::load(&intent_path, intent_cfg) {
+                Ok(m) => m,
+                Err(e) => return drop(ready.send(Err(e.into()))),
+            };
+            let mut classifiers = HashMap::new();
+            for flow in &warm {
+                match model.classifier(flow) {
+                    Ok(clf) => drop(classifiers.insert((flow.name.clone(), flow.version), clf)),
+                    Err(e) => return drop(ready.send(Err(e.into()))),
+                }
+            }
+            let _ = ready.send(Ok(()));
+            serve(intent_rx, &sh, Stage::Intent, |job| match job {
+                Job::Classify { flow, text } => {
+                    let key = (flow.name.clone(), flow.version);
+                    if !classifiers.contains_key(&key) {
+                        let clf = model.classifier(&flow).map_err(|e| e.to_string())?;
+                        classifiers.insert(key.clone(), clf);
+                    }
+                    let clf = classifiers.get_mut(&key).expect("inserted above");
+                    let d = clf.classify(&text).map_err(|e| e.to_string())?;
+                    Ok(Done::Intent(IntentResult { label: d.label, confidence: d.confidence }))
+                }
+                _ => Err("not an intent job".into()),
+            });
+        }));
+
+        let (tts_tx, tts_rx) = mpsc::sync_channel::<Envelope>(cfg.queue_depth);
+        let (tts_cfg, sh, ready) = (config.tts.clone(), shared.clone(), ready_tx);
+        threads.push(spawn("ve-tts", move || {
+            let tts = match Tts::new(tts_cfg) {
+                Ok(t) => t,
+                Err(e) => return drop(ready.send(Err(e.into()))),
+            };
+            let _ = ready.send(Ok(()));
+            serve(tts_rx, &sh, Stage::Tts, |job| match job {
+                Job::Synthesize { text } => {
+                    let speech = tts.synthesize(&text).map_err(|e| e.to_string())?;
+                    let audio = resample(&speech.samples, speech.rate, ENGINE_RATE).map_err(|e| e.to_string())?;
+                    Ok(Done::Speech(audio))
+                }
+                _ => Err("not a TTS job".into()),
+            });
+        }));
+
+        let started = Instant::now();
+        for _ in 0..3 {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(EngineLoadError::WorkerDied),
+            }
+        }
+        tracing::info!(load_ms = started.elapsed().as_millis() as u64, "engine workers ready");
+        Ok(EnginePool { cfg, senders: [asr_tx, intent_tx, tts_tx], shared, threads })
+    }
+
+    /// Queues work for a call; the result arrives on `reply` with the same id.
+    pub fn submit(&self, call: CallId, id: RequestId, job: Job, reply: Sender<EngineResult>) -> Result<(), SubmitError> {
+        let stage = match job {
+            Job::Transcribe { .. } => Stage::Asr,
+            Job::Classify { .. } => Stage::Intent,
+            Job::Synthesize { .. } => Stage::Tts,
+        };
+        let depth = &self.shared.depth[stage.index()];
+        depth.fetch_add(1, Ordering::SeqCst);
+        match self.senders[stage.index()].try_send(Envelope { call, id, job, reply }) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                depth.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => Err(SubmitError::Saturated(stage, self.cfg.queue_depth)),
+                    TrySendError::Disconnected(_) => Err(SubmitError::Stopped),
+                }
+            }
+        }
+    }
+
+    /// The result of this request is no longer wanted.
+    pub fn cancel(&self, call: CallId, id: RequestId) {
+        let mut c = self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        c.requests.insert((call, id));
+    }
+
+    /// The call is over: drop all of its queued work.
+    pub fn end_call(&self, call: CallId) {
+        let mut c = self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        c.requests.retain(|(k, _)| *k != call);
+        if c.ended.insert(call) {
+            c.ended_order.push_back(call);
+            while c.ended_order.len() > ENDED_CALLS_REMEMBERED {
+                if let Some(old) = c.ended_order.pop_front() {
+                    c.ended.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let d = |s: Stage| self.shared.depth[s.index()].load(Ordering::SeqCst);
+        PoolStats {
+            asr_queued: d(Stage::Asr),
+            intent_queued: d(Stage::Intent),
+            tts_queued: d(Stage::Tts),
+            cancelled_dropped: self.shared.dropped.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Why a new call should be refused now, if it should.
+    pub fn saturated(&self) -> Option<String> {
+        let s = self.stats();
+        for (stage, queued) in [(Stage::Asr, s.asr_queued), (Stage::Intent, s.intent_queued), (Stage::Tts, s.tts_queued)] {
+            if queued >= self.cfg.admit_below {
+                return Some(format!("engine saturated: {queued} {stage:?} requests queued (limit {})", self.cfg.admit_below));
+            }
+        }
+        None
+    }
+}
+
+impl Drop for EnginePool {
+    fn drop(&mut self) {
+        // Closing the queues ends the workers once their current job is done.
+        let (dead, _) = mpsc::sync_channel(1);
+        for s in &mut self.senders {
+            *s = dead.clone();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Done {
+    Transcript(String),
+    Intent(IntentResult),
+    Speech(Vec<f32>),
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new().name(name.into()).spawn(f).expect("spawning an engine thread")
+}
+
+/// A worker's loop: take a request, skip it if cancelled, run it, reply.
+fn serve(rx: Receiver<Envelope>, shared: &Shared, stage: Stage, mut run: impl FnMut(Job) -> Result<Done, String>) {
+    while let Ok(env) = rx.recv() {
+        shared.depth[stage.index()].fetch_sub(1, Ordering::SeqCst);
+        let cancelled = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).take(env.call, env.id);
+        if cancelled {
+            shared.dropped.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
+        let id = env.id;
+        let result = match run(env.job) {
+            Ok(Done::Transcript(text)) => EngineResult::Transcript { id, text },
+            Ok(Done::Intent(intent)) => EngineResult::Intent { id, intent },
+            Ok(Done::Speech(audio)) => EngineResult::Speech { id, audio },
+            Err(error) => {
+                tracing::warn!(call = env.call, request = id, stage = ?stage, %error, "engine request failed");
+                EngineResult::Failed { id, error }
+            }
+        };
+        // The call may have gone away; its results are simply dropped.
+        let _ = env.reply.send(result);
+    }
+}
