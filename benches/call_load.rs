@@ -61,10 +61,8 @@ fn main() {
         return;
     }
     voice_edge::ops::logging::route_native_logs();
-    let cfg = match std::env::var_os("VOICE_EDGE_CONFIG") {
-        Some(p) => Config::load(std::path::Path::new(&p)).expect("config"),
-        None => Config::embedded().expect("embedded config"),
-    };
+    let cfg = Config::load_or_embedded(std::env::var_os("VOICE_EDGE_CONFIG").as_deref().map(std::path::Path::new))
+        .expect("config");
     let max_calls: usize = std::env::var("CALL_LOAD_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let flow = Arc::new(cfg.default_flow().expect("flow"));
     let rss_before = rss_mib();

@@ -42,10 +42,8 @@ fn main() {
     }
     // No subscriber is installed: this silences whisper/llama/ggml logging.
     voice_edge::ops::logging::route_native_logs();
-    let cfg = match std::env::var_os("VOICE_EDGE_CONFIG") {
-        Some(p) => Config::load(std::path::Path::new(&p)).expect("config"),
-        None => Config::embedded().expect("embedded config"),
-    };
+    let cfg = Config::load_or_embedded(std::env::var_os("VOICE_EDGE_CONFIG").as_deref().map(std::path::Path::new))
+        .expect("config");
     let paths = cfg.model_paths().expect("models missing: run `voice-edge models fetch`");
     let engine = TurnEngine::load(&cfg).expect("load models");
     let flow = Arc::new(cfg.default_flow().expect("flow"));
@@ -78,7 +76,8 @@ fn main() {
         }
     }
 
-    let stages: [(&str, fn(&StageTimings) -> f64); 7] = [
+    type Stage = (&'static str, fn(&StageTimings) -> f64);
+    let stages: [Stage; 7] = [
         ("vad", |t| t.vad),
         ("asr", |t| t.asr),
         ("intent", |t| t.intent),

@@ -18,10 +18,7 @@ fn tiny_en_word_error_rate_is_under_ten_percent() {
     assert!(items.len() >= 20, "WER corpus too small: {} (run scripts/test-data.sh)", items.len());
     // VOICE_EDGE_CONFIG=FILE measures another recogniser set-up; the 10% bar
     // is for the default one.
-    let cfg = match std::env::var_os("VOICE_EDGE_CONFIG") {
-        Some(p) => Config::load(std::path::Path::new(&p)).unwrap(),
-        None => Config::embedded().unwrap(),
-    };
+    let cfg = Config::load_or_embedded(std::env::var_os("VOICE_EDGE_CONFIG").as_deref().map(std::path::Path::new)).unwrap();
     let paths = cfg.model_paths().expect("run `voice-edge models fetch --set test`");
     let model = AsrModel::load(&paths.asr, cfg.asr.clone()).unwrap();
     let mut session = model.session().unwrap();

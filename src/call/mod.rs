@@ -301,6 +301,33 @@ struct PendingTurn {
     filler: bool,
 }
 
+impl PendingTurn {
+    fn new(key: u64, speech_end_at: Instant, now: Instant) -> Self {
+        PendingTurn {
+            key,
+            speech_end_at,
+            endpoint_at: None,
+            requests: Vec::new(),
+            asr_started: now,
+            asr_ms: None,
+            intent_started: None,
+            intent_ms: None,
+            tts_started: None,
+            tts_ms: None,
+            transcript: None,
+            intent: None,
+            dtmf: None,
+            session: None,
+            reply_text: None,
+            action: None,
+            task: None,
+            task_events: Vec::new(),
+            audio: None,
+            filler: false,
+        }
+    }
+}
+
 /// What is being played.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum PlayoutKind {
@@ -624,28 +651,9 @@ impl Call {
         let id = self.request(Purpose::Final { turn: key });
         let prompt = self.session.flow().asr_prompt.clone();
         self.command(Command::Transcribe { id, audio: self.utterance.clone().into(), partial: false, prompt });
-        self.pending = Some(PendingTurn {
-            key,
-            speech_end_at: self.last_speech_at.unwrap_or(now),
-            endpoint_at: None,
-            requests: vec![id],
-            asr_started: now,
-            asr_ms: None,
-            intent_started: None,
-            intent_ms: None,
-            tts_started: None,
-            tts_ms: None,
-            transcript: None,
-            intent: None,
-            dtmf: None,
-            session: None,
-            reply_text: None,
-            action: None,
-            task: None,
-            task_events: Vec::new(),
-            audio: None,
-            filler: false,
-        });
+        let mut turn = PendingTurn::new(key, self.last_speech_at.unwrap_or(now), now);
+        turn.requests.push(id);
+        self.pending = Some(turn);
     }
 
     fn discard_pending(&mut self) {
@@ -700,17 +708,17 @@ impl Call {
             (Purpose::Final { turn }, r) => self.on_final(now, turn, r),
             (Purpose::Intent { turn }, r) => self.on_intent(now, turn, r),
             (Purpose::Reply { turn }, r) => self.on_reply_audio(now, turn, r),
-            (Purpose::Greeting, EngineResult::Speech { audio, .. }) => {
-                if self.state == CallState::Listening && self.playing.is_none() {
-                    self.play(now, audio, PlayoutKind::Greeting);
-                }
+            (Purpose::Greeting, EngineResult::Speech { audio, .. })
+                if self.state == CallState::Listening && self.playing.is_none() =>
+            {
+                self.play(now, audio, PlayoutKind::Greeting);
             }
-            (Purpose::Filler, EngineResult::Speech { audio, .. }) => {
-                if self.state == CallState::Thinking && self.playing.is_none() {
-                    self.counters.fillers += 1;
-                    self.event(CallEvent::FillerSpoken);
-                    self.play(now, audio, PlayoutKind::Filler);
-                }
+            (Purpose::Filler, EngineResult::Speech { audio, .. })
+                if self.state == CallState::Thinking && self.playing.is_none() =>
+            {
+                self.counters.fillers += 1;
+                self.event(CallEvent::FillerSpoken);
+                self.play(now, audio, PlayoutKind::Filler);
             }
             (Purpose::Probe, EngineResult::Transcript { text, .. }) => {
                 if let Some(p) = &mut self.probe {
@@ -1052,28 +1060,11 @@ impl Call {
         self.discard_pending();
         let key = self.next_turn_key;
         self.next_turn_key += 1;
-        self.pending = Some(PendingTurn {
-            key,
-            speech_end_at: now,
-            endpoint_at: Some(now),
-            requests: Vec::new(),
-            asr_started: now,
-            asr_ms: None,
-            intent_started: None,
-            intent_ms: None,
-            tts_started: None,
-            tts_ms: None,
-            transcript: Some(String::new()),
-            intent: None,
-            dtmf: Some(format!("{digits}#")),
-            session: None,
-            reply_text: None,
-            action: None,
-            task: None,
-            task_events: Vec::new(),
-            audio: None,
-            filler: false,
-        });
+        let mut turn = PendingTurn::new(key, now, now);
+        turn.endpoint_at = Some(now);
+        turn.transcript = Some(String::new());
+        turn.dtmf = Some(format!("{digits}#"));
+        self.pending = Some(turn);
         let mut session = self.session.clone();
         let reply = session.on_turn("", "", Some(&digits));
         self.set_state(CallState::Thinking, now);

@@ -205,7 +205,7 @@ impl Config {
                 self.models_dir().join(&entry.file),
                 format!("; run `voice-edge models fetch --set default` (or `--model {value}`)"),
             ),
-            None => (self.resolve(Path::new(value)), format!(" (not a model name in models/manifest.toml either)")),
+            None => (self.resolve(Path::new(value)), " (not a model name in models/manifest.toml either)".to_string()),
         };
         if path.is_file() {
             Ok(path)

@@ -36,7 +36,7 @@
 
 use super::headers::{canonical_name, Headers};
 use super::message::{Message, Method, Request, Response, Version};
-use super::syntax::{is_token_byte, is_ws, sanitize_line, split_list};
+use super::syntax::{is_token_byte, is_ws, reason_phrase, split_list};
 use super::typed::{
     check_call_id, name_addr_for, parse_content_length, parse_max_forwards, CSeq, Contacts,
     HeaderError, Via,
@@ -343,15 +343,7 @@ fn salvage(head: &[u8], kind: &ParseErrorKind) -> Option<Box<ResponseContext>> {
     let reason = if status == 513 {
         "Message Too Large".to_string()
     } else {
-        let text = kind.to_string();
-        let mut c = text.chars();
-        let cap: String = c
-            .next()
-            .map(|f| f.to_ascii_uppercase())
-            .into_iter()
-            .chain(c)
-            .collect();
-        sanitize_line(&cap, 120)
+        reason_phrase(&kind.to_string())
     };
     Some(Box::new(ResponseContext {
         status,

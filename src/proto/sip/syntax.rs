@@ -305,6 +305,14 @@ pub(crate) fn parse_decimal(s: &str) -> Result<u64, String> {
 /// Makes arbitrary text safe for a reason phrase or a single header line:
 /// control characters become spaces and the text is cut (on a character
 /// boundary) at `max` bytes.
+/// An error message as a response reason phrase: first letter upper-case,
+/// control characters removed, at most 120 bytes.
+pub(crate) fn reason_phrase(message: &str) -> String {
+    let mut chars = message.chars();
+    let capitalised: String = chars.next().map(|f| f.to_ascii_uppercase()).into_iter().chain(chars).collect();
+    sanitize_line(&capitalised, 120)
+}
+
 pub(crate) fn sanitize_line(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     for c in s.chars() {

@@ -35,7 +35,7 @@ use std::fmt;
 
 use super::message::{Method, Request, Response, Version};
 use super::serialize::response_to;
-use super::syntax::sanitize_line;
+use super::syntax::reason_phrase;
 use super::typed::{check_date, HeaderError};
 use super::uri::Uri;
 
@@ -112,15 +112,7 @@ fn list_reason(prefix: &str, names: &[&str]) -> String {
 }
 
 fn bad_header(e: HeaderError) -> Rejection {
-    let text = e.to_string();
-    let mut c = text.chars();
-    let cap: String = c
-        .next()
-        .map(|f| f.to_ascii_uppercase())
-        .into_iter()
-        .chain(c)
-        .collect();
-    Rejection::new(400, sanitize_line(&cap, 120))
+    Rejection::new(400, reason_phrase(&e.to_string()))
 }
 
 struct ListFmt<'a>(&'a [String]);
