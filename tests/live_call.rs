@@ -13,6 +13,9 @@ use voice_edge::engine::tts::{Tts, TtsConfig};
 use voice_edge::media::resample::resample;
 use voice_edge::media::ENGINE_RATE;
 use voice_edge::ops::config::Config;
+use voice_edge::outcome::event::{Channel, OutcomeEvent};
+use voice_edge::outcome::recorder::{call_events, CallFacts};
+use voice_edge::outcome::{Spool, SpoolConfig};
 use voice_edge::runtime::scripted_call::{run_scripted_call, CallerScript};
 
 fn caller_says(tts: &Tts, text: &str) -> Vec<f32> {
@@ -36,7 +39,7 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
         think_time: Duration::from_millis(500),
         patience: Duration::from_secs(20),
     };
-    let report = run_scripted_call(&pool, 7, flow, cfg.call.clone(), cfg.vad.clone(), &script);
+    let report = run_scripted_call(&pool, 7, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
     for t in &report.turns {
         println!(
             "turn {}: {:?} -> {:?} ({:.2}) | eou {:.0} ms, asr {:?}, intent {:?}, voice-to-voice {:?} ms, speculative {}, filler {}",
@@ -62,4 +65,38 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
     let loud = report.agent_audio.iter().filter(|s| s.abs() > 0.05).count();
     assert!(loud > ENGINE_RATE as usize * 2, "agent audio is nearly silent ({loud} loud samples)");
     assert_eq!(pool.stats().asr_queued + pool.stats().intent_queued + pool.stats().tts_queued, 0);
+
+    // The call leaves its outcome events (one per turn, one for the call) in
+    // a durable spool, and they read back intact.
+    let events = call_events(&CallFacts {
+        node_id: "test-node",
+        call_id: "live-7",
+        channel: Channel::Local,
+        trunk_or_site: "test",
+        number: "local",
+        answered: report.answered_at,
+        ended: report.ended_at,
+        flow_name: &flow.name,
+        flow_version: flow.version,
+        turns: &report.turns,
+        tasks_attempted: &report.tasks_attempted,
+        tasks_completed: &report.tasks_completed,
+        counters: &report.counters,
+        transferred: report.transferred,
+    })
+    .unwrap();
+    assert_eq!(events.len(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();
+    let now = std::time::Instant::now();
+    for e in &events {
+        spool.append(&e.to_json().unwrap(), now).unwrap();
+    }
+    spool.commit(now).unwrap();
+    let stored = spool.read_from(1, 10).unwrap();
+    assert_eq!(stored.len(), 3);
+    let call = OutcomeEvent::from_json(&stored[2].1).unwrap();
+    assert_eq!(call.id(), "test-node:live-7:call");
+    let json = String::from_utf8(stored[2].1.clone()).unwrap();
+    assert!(json.contains("\"resolution\":\"at_edge\"") && json.contains("\"tasks_completed\":[\"order_status\"]"), "{json}");
 }

@@ -177,6 +177,8 @@ pub struct TurnRecord {
     pub transcript: String,
     pub intent: Option<String>,
     pub intent_confidence: f32,
+    /// Confidence minus the runner-up's.
+    pub intent_margin: f32,
     pub reply: String,
     pub action: Option<FlowAction>,
     pub task: Option<String>,
@@ -195,8 +197,14 @@ pub struct TurnRecord {
     pub filler: bool,
     /// The caller interrupted this turn's reply.
     pub barged_in: bool,
+    /// The caller's last speech frame, ms after the call was answered.
+    pub speech_end_ms: f64,
+    /// When the reply finished (or was interrupted), ms after the call was answered.
+    pub completed_ms: f64,
 }
 
+// A handful of events per turn: the size of the turn-record variant is not worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum CallEvent {
@@ -226,6 +234,7 @@ pub enum Output {
 pub struct IntentResult {
     pub label: String,
     pub confidence: f32,
+    pub margin: f32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -382,6 +391,7 @@ pub struct Call {
     played_levels: VecDeque<(Instant, f32)>,
     probe: Option<Probe>,
     after_playout: Option<FlowAction>,
+    answered_at: Option<Instant>,
 }
 
 fn ms_between(a: Instant, b: Instant) -> f64 {
@@ -452,6 +462,7 @@ impl Call {
             played_levels: VecDeque::new(),
             probe: None,
             after_playout: None,
+            answered_at: None,
             cfg,
         }
     }
@@ -485,8 +496,13 @@ impl Call {
         self.next_frame_at
     }
 
+    fn since_answer(&self, t: Instant) -> f64 {
+        self.answered_at.map(|a| ms_between(a, t)).unwrap_or(0.0)
+    }
+
     /// Answers the call: speaks the flow's greeting.
     pub fn start(&mut self, now: Instant) {
+        self.answered_at = Some(now);
         let text = self.session.greeting().to_string();
         let id = self.request(Purpose::Greeting);
         self.command(Command::Synthesize { id, text });
@@ -765,7 +781,7 @@ impl Call {
         let intent = match result {
             EngineResult::Intent { intent, .. } => intent,
             // The classifier failed: answer as for an unclear request.
-            _ => IntentResult { label: String::new(), confidence: 0.0 },
+            _ => IntentResult { label: String::new(), confidence: 0.0, margin: 0.0 },
         };
         let Some(p) = self.pending_for(turn) else { return };
         p.intent_ms = p.intent_started.map(|t| ms_between(t, now));
@@ -834,6 +850,7 @@ impl Call {
             transcript,
             intent: p.intent.as_ref().map(|i| i.label.clone()).filter(|l| !l.is_empty()),
             intent_confidence: p.intent.as_ref().map(|i| i.confidence).unwrap_or(0.0),
+            intent_margin: p.intent.as_ref().map(|i| i.margin).unwrap_or(0.0),
             reply,
             action: p.action,
             task: p.task,
@@ -847,6 +864,8 @@ impl Call {
             speculative: p.asr_started < endpoint_at,
             filler: p.filler || self.playing == Some(PlayoutKind::Filler),
             barged_in: false,
+            speech_end_ms: self.since_answer(p.speech_end_at),
+            completed_ms: 0.0,
         };
         self.after_playout = p.action;
         let audio = p.audio.unwrap_or_default();
@@ -934,7 +953,8 @@ impl Call {
             return;
         }
         if kind == Some(PlayoutKind::Reply) {
-            if let Some(record) = self.completed_turn.take() {
+            if let Some(mut record) = self.completed_turn.take() {
+                record.completed_ms = self.since_answer(now);
                 self.event(CallEvent::TurnCompleted(record));
             }
             match self.after_playout.take() {
@@ -1026,6 +1046,7 @@ impl Call {
         self.event(CallEvent::BargeIn);
         if let Some(mut record) = self.completed_turn.take() {
             record.barged_in = true;
+            record.completed_ms = self.since_answer(now);
             self.event(CallEvent::TurnCompleted(record));
         }
         self.after_playout = None;
@@ -1046,7 +1067,11 @@ impl Call {
             // Keying during a prompt interrupts it.
             self.probe = None;
             self.stop_playout();
-            self.completed_turn = None;
+            if let Some(mut record) = self.completed_turn.take() {
+                record.barged_in = true;
+                record.completed_ms = self.since_answer(now);
+                self.event(CallEvent::TurnCompleted(record));
+            }
             self.next_frame_at = None;
             self.set_state(CallState::Listening, now);
         }
@@ -1086,6 +1111,11 @@ impl Call {
     }
 
     fn end(&mut self, now: Instant) {
+        // A reply cut short by the hang-up still counts as a turn.
+        if let Some(mut record) = self.completed_turn.take() {
+            record.completed_ms = self.since_answer(now);
+            self.event(CallEvent::TurnCompleted(record));
+        }
         let ids: Vec<RequestId> = self.inflight.keys().copied().collect();
         for id in ids {
             self.cancel(id);

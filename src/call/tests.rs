@@ -107,7 +107,7 @@ impl Sim {
                         self.due.push((self.now + Duration::from_millis(lat), EngineResult::Transcript { id: *id, text }));
                     }
                     Command::Classify { id, .. } => {
-                        let intent = IntentResult { label: self.intent.clone(), confidence: 0.9 };
+                        let intent = IntentResult { label: self.intent.clone(), confidence: 0.9, margin: 0.8 };
                         self.due.push((self.now + Duration::from_millis(self.latency.intent_ms), EngineResult::Intent { id: *id, intent }));
                     }
                     Command::Synthesize { id, .. } => {
@@ -430,7 +430,7 @@ fn hang_up_cancels_work_in_flight() {
     assert_eq!(sim.call.state(), CallState::Ended);
     // late results and audio are ignored
     let after = sim.log.len();
-    sim.call.handle_engine(sim.now, EngineResult::Intent { id: 1, intent: IntentResult { label: "goodbye".into(), confidence: 1.0 } });
+    sim.call.handle_engine(sim.now, EngineResult::Intent { id: 1, intent: IntentResult { label: "goodbye".into(), confidence: 1.0, margin: 1.0 } });
     sim.run(&speech(), 500);
     assert_eq!(sim.log.len(), after);
 }

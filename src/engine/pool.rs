@@ -202,7 +202,7 @@ impl EnginePool {
                     }
                     let clf = classifiers.get_mut(&key).expect("inserted above");
                     let d = clf.classify(&text).map_err(|e| e.to_string())?;
-                    Ok(Done::Intent(IntentResult { label: d.label, confidence: d.confidence }))
+                    Ok(Done::Intent(IntentResult { label: d.label, confidence: d.confidence, margin: d.margin }))
                 }
                 _ => Err("not an intent job".into()),
             });

@@ -14,6 +14,7 @@
 //! spool through [`spool::Spool::read_from`] and [`spool::Spool::ack`]).
 
 pub mod event;
+pub mod recorder;
 pub mod spool;
 
 pub use event::{

@@ -43,6 +43,14 @@ pub struct CallReport {
     pub slots: std::collections::BTreeMap<String, String>,
     pub tasks_completed: Vec<String>,
     pub duration_ms: f64,
+    /// Wall-clock answer and end times, for the outcome records.
+    #[serde(skip)]
+    pub answered_at: std::time::SystemTime,
+    #[serde(skip)]
+    pub ended_at: std::time::SystemTime,
+    pub tasks_attempted: Vec<String>,
+    /// The call ended in a hand-off to a person.
+    pub transferred: bool,
     /// The engine refused work (saturated) this many times.
     pub refused: u32,
     /// Agent audio as the caller heard it, 16 kHz mono, aligned to the call's start.
@@ -69,6 +77,7 @@ pub fn run_scripted_call(
     let (reply_tx, reply_rx) = mpsc::channel::<EngineResult>();
     let mut call = Call::new(call_cfg, vad, FlowSession::new(flow.clone()));
     let t0 = Instant::now();
+    let answered_at = std::time::SystemTime::now();
     let mut agent_audio: Vec<f32> = Vec::new();
     let mut turns = Vec::new();
     let mut refused = 0u32;
@@ -165,8 +174,14 @@ pub fn run_scripted_call(
         }
     }
     let end = Instant::now();
+    let transferred = call.state() == CallState::Transferring;
     call.hangup(end);
-    while call.poll_output().is_some() {}
+    // A reply cut short by the hang-up is still a turn.
+    while let Some(out) = call.poll_output() {
+        if let Output::Event(CallEvent::TurnCompleted(record)) = out {
+            turns.push(record);
+        }
+    }
     pool.end_call(call_id);
     CallReport {
         call_id,
@@ -176,6 +191,10 @@ pub fn run_scripted_call(
         slots: call.session().slots().clone(),
         tasks_completed: call.session().tasks_completed().to_vec(),
         duration_ms: end.duration_since(t0).as_secs_f64() * 1e3,
+        answered_at,
+        ended_at: std::time::SystemTime::now(),
+        tasks_attempted: call.session().tasks_attempted().to_vec(),
+        transferred,
         refused,
         agent_audio,
     }
