@@ -13,9 +13,7 @@ use voice_edge::engine::tts::{Tts, TtsConfig};
 use voice_edge::media::resample::resample;
 use voice_edge::media::ENGINE_RATE;
 use voice_edge::ops::config::Config;
-use voice_edge::outcome::event::{Channel, OutcomeEvent};
-use voice_edge::outcome::recorder::{call_events, CallFacts};
-use voice_edge::outcome::{Spool, SpoolConfig};
+use voice_edge::outcome::{OutcomeEvent, Spool, SpoolConfig};
 use voice_edge::runtime::scripted_call::{run_scripted_call, CallerScript};
 
 fn caller_says(tts: &Tts, text: &str) -> Vec<f32> {
@@ -68,23 +66,7 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
 
     // The call leaves its outcome events (one per turn, one for the call) in
     // a durable spool, and they read back intact.
-    let events = call_events(&CallFacts {
-        node_id: "test-node",
-        call_id: "live-7",
-        channel: Channel::Local,
-        trunk_or_site: "test",
-        number: "local",
-        answered: report.answered_at,
-        ended: report.ended_at,
-        flow_name: &flow.name,
-        flow_version: flow.version,
-        turns: &report.turns,
-        tasks_attempted: &report.tasks_attempted,
-        tasks_completed: &report.tasks_completed,
-        counters: &report.counters,
-        transferred: report.transferred,
-    })
-    .unwrap();
+    let events = report.outcome_events("test-node", "live-7", &flow, "test").unwrap();
     assert_eq!(events.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();

@@ -253,27 +253,10 @@ fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_
 
 /// Appends the call's outcome events to the durable spool and commits them.
 fn record_outcomes(cfg: &Config, flow: &crate::flow::Flow, report: &crate::runtime::scripted_call::CallReport) -> Result<()> {
-    use crate::outcome::event::Channel;
-    use crate::outcome::recorder::{call_events, CallFacts};
     use crate::outcome::{Spool, SpoolConfig};
     let ms = report.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let call_id = format!("cli-{ms}");
-    let events = call_events(&CallFacts {
-        node_id: &cfg.node.id,
-        call_id: &call_id,
-        channel: Channel::Local,
-        trunk_or_site: "cli",
-        number: "local",
-        answered: report.answered_at,
-        ended: report.ended_at,
-        flow_name: &flow.name,
-        flow_version: flow.version,
-        turns: &report.turns,
-        tasks_attempted: &report.tasks_attempted,
-        tasks_completed: &report.tasks_completed,
-        counters: &report.counters,
-        transferred: report.transferred,
-    })?;
+    let events = report.outcome_events(&cfg.node.id, &call_id, flow, "cli")?;
     let dir = cfg.collector.spool_dir();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.clone())).with_context(|| format!("opening the outcome spool {}", dir.display()))?;
     let now = std::time::Instant::now();

@@ -58,6 +58,35 @@ pub struct CallReport {
     pub agent_audio: Vec<f32>,
 }
 
+impl CallReport {
+    /// The call's outcome events (one per turn, then the call's), as a
+    /// local-channel call on `trunk_or_site`.
+    pub fn outcome_events(
+        &self,
+        node_id: &str,
+        call_id: &str,
+        flow: &Flow,
+        trunk_or_site: &str,
+    ) -> Result<Vec<crate::outcome::OutcomeEvent>, crate::outcome::EventError> {
+        crate::outcome::recorder::call_events(&crate::outcome::recorder::CallFacts {
+            node_id,
+            call_id,
+            channel: crate::outcome::event::Channel::Local,
+            trunk_or_site,
+            number: "local",
+            answered: self.answered_at,
+            ended: self.ended_at,
+            flow_name: &flow.name,
+            flow_version: flow.version,
+            turns: &self.turns,
+            tasks_attempted: &self.tasks_attempted,
+            tasks_completed: &self.tasks_completed,
+            counters: &self.counters,
+            transferred: self.transferred,
+        })
+    }
+}
+
 #[derive(Debug, PartialEq)]
 enum Caller {
     WaitingForAgent { since: Instant, heard_agent: bool },
