@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --models default
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/voice-edge/target}"
 bin="$CARGO_TARGET_DIR/release/voice-edge"
-question="${1:-Hi, I would like to know where my order is. The number is four five six seven eight nine.}"
+question="${1:-Hi, I would like to know where my order is. The number is four five six, seven eight nine.}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 "$bin" say "$question" --out "$tmp/question.wav"
 echo "caller: $question" >&2
