@@ -179,6 +179,8 @@ const TURN_SUFFIX: &str = "<|im_end|>\n<|im_start|>assistant\n";
 const LABEL_END: &str = "<|im_end|>";
 /// Prefix evaluation chunk.
 const PREFIX_BATCH: usize = 512;
+/// Utterances classified together in one decode, at most.
+pub const MAX_BATCH: usize = 8;
 
 pub struct IntentClassifier<'m> {
     model: &'m IntentModel,
@@ -186,7 +188,6 @@ pub struct IntentClassifier<'m> {
     labels: Vec<String>,
     trie: LabelTrie,
     prefix_len: usize,
-    n_ctx: u32,
 }
 
 impl<'m> IntentClassifier<'m> {
@@ -198,8 +199,8 @@ impl<'m> IntentClassifier<'m> {
             .map(|l| model.tokenize(&format!("{l}{LABEL_END}"), true).iter().map(|t| t.0).collect())
             .collect();
         let trie = LabelTrie::new(label_tokens)?;
-        // one sequence for the prompt, one per deeper branch point
-        let n_seq = 1 + trie.branch_points().iter().filter(|b| !b.path.is_empty()).count();
+        // the prompt's sequence, then per batched request its own and one per deeper branch point
+        let n_seq = 1 + MAX_BATCH * (1 + trie.branch_points().iter().filter(|b| !b.path.is_empty()).count());
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(cfg.context_tokens))
             .with_n_batch(PREFIX_BATCH as u32)
@@ -213,11 +214,11 @@ impl<'m> IntentClassifier<'m> {
 
         let mut prefix = model.model.vocab().tokenize(prompt_prefix(flow).as_bytes(), true, true);
         prefix.shrink_to_fit();
-        let needed = prefix.len() + cfg.max_utterance_tokens as usize + 64;
+        let needed = prefix.len() + MAX_BATCH * (cfg.max_utterance_tokens as usize + 64);
         if needed > n_ctx as usize {
             return Err(IntentError::PromptTooLong { tokens: needed, n_ctx });
         }
-        let mut clf = IntentClassifier { model, ctx, labels, trie, prefix_len: prefix.len(), n_ctx };
+        let mut clf = IntentClassifier { model, ctx, labels, trie, prefix_len: prefix.len() };
         clf.eval_prefix(&prefix)?;
         Ok(clf)
     }
@@ -246,82 +247,126 @@ impl<'m> IntentClassifier<'m> {
 
     /// Classifies what the caller said.
     pub fn classify(&mut self, utterance: &str) -> Result<IntentDecision, IntentError> {
-        let started = Instant::now();
-        let result = self.score(utterance);
-        // Whatever happened, leave only the prefix in the cache.
-        let reset = self.reset_to_prefix();
-        let (probs, tokens_evaluated) = result?;
-        reset?;
-
-        let mut ranking: Vec<(String, f32)> = self.labels.iter().cloned().zip(probs).collect();
-        ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let (label, confidence) = ranking[0].clone();
-        let margin = confidence - ranking.get(1).map(|r| r.1).unwrap_or(0.0);
-        Ok(IntentDecision { label, confidence, margin, ranking, tokens_evaluated, elapsed: started.elapsed() })
+        let mut decisions = self.classify_batch(&[utterance])?;
+        Ok(decisions.remove(0))
     }
 
-    fn score(&mut self, utterance: &str) -> Result<(Vec<f32>, usize), IntentError> {
-        let cfg = &self.model.cfg;
-        // The caller's words are plain text: special-token syntax in them is not parsed.
-        let mut words = self.model.tokenize(utterance.trim(), false);
-        words.truncate(cfg.max_utterance_tokens as usize);
-        let mut turn = words;
-        turn.extend(self.model.tokenize(TURN_SUFFIX, true));
+    /// Classifies several utterances (from concurrent calls) in one decode:
+    /// each gets its own sequence, a copy of the cached prefix, and all their
+    /// tokens go through the model together. At most [`MAX_BATCH`].
+    pub fn classify_batch(&mut self, utterances: &[&str]) -> Result<Vec<IntentDecision>, IntentError> {
+        if utterances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let utterances = &utterances[..utterances.len().min(MAX_BATCH)];
+        let result = self.score_batch(utterances);
+        // Whatever happened, leave only the prefix in the cache.
+        let reset = self.reset_to_prefix(utterances.len());
+        let scored = result?;
+        reset?;
+        let elapsed = started.elapsed();
+        Ok(scored
+            .into_iter()
+            .map(|(probs, tokens_evaluated)| {
+                let mut ranking: Vec<(String, f32)> = self.labels.iter().cloned().zip(probs).collect();
+                ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let (label, confidence) = ranking[0].clone();
+                let margin = confidence - ranking.get(1).map(|r| r.1).unwrap_or(0.0);
+                IntentDecision { label, confidence, margin, ranking, tokens_evaluated, elapsed }
+            })
+            .collect())
+    }
 
-        let branch_points = self.trie.branch_points().to_vec();
-        let deeper: usize = branch_points.iter().map(|b| b.path.len()).sum();
-        let mut batch = LlamaBatch::new((turn.len() + deeper).max(1), 1);
-        let mut pos = self.prefix_len as i32;
-        for (i, tok) in turn.iter().enumerate() {
-            batch.add(*tok, pos, &[0], i + 1 == turn.len()).map_err(|e| IntentError::Decode(e.to_string()))?;
-            pos += 1;
+    /// Sequences per request: its own, plus one per deeper branch point.
+    fn seqs_per_request(&self) -> i32 {
+        1 + self.trie.branch_points().iter().filter(|b| !b.path.is_empty()).count() as i32
+    }
+
+    fn score_batch(&mut self, utterances: &[&str]) -> Result<Vec<(Vec<f32>, usize)>, IntentError> {
+        let cfg = &self.model.cfg;
+        let per = self.seqs_per_request();
+        let suffix = self.model.tokenize(TURN_SUFFIX, true);
+        let turns: Vec<Vec<LlamaToken>> = utterances
+            .iter()
+            .map(|u| {
+                // The caller's words are plain text: special-token syntax in them is not parsed.
+                let mut words = self.model.tokenize(u.trim(), false);
+                words.truncate(cfg.max_utterance_tokens as usize);
+                words.extend(suffix.iter().copied());
+                words
+            })
+            .collect();
+
+        // One decode for every request's words, each on a copy of the prefix.
+        let total: usize = turns.iter().map(Vec::len).sum();
+        let mut batch = LlamaBatch::new(total.max(1), 1);
+        let mut last_index = Vec::with_capacity(turns.len());
+        for (i, turn) in turns.iter().enumerate() {
+            let seq = 1 + i as i32 * per;
+            self.ctx.kv_cache_seq_cp(0, seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
+            for (k, tok) in turn.iter().enumerate() {
+                let pos = (self.prefix_len + k) as i32;
+                batch.add(*tok, pos, &[seq], k + 1 == turn.len()).map_err(|e| IntentError::Decode(e.to_string()))?;
+            }
+            last_index.push(batch.n_tokens() - 1);
         }
         self.ctx.decode(&mut batch).map_err(|e| IntentError::Decode(e.to_string()))?;
-        let turn_last = batch.n_tokens() - 1;
-        let end_pos = pos;
 
-        // Logit rows for each branch point: the root reads the turn's last
-        // token; deeper points are evaluated on copies of sequence 0.
-        let mut rows: Vec<Vec<f32>> = vec![Vec::new(); branch_points.len()];
-        let mut pending: Vec<(usize, i32)> = Vec::new();
+        // Logit rows per request and branch point: the root reads the turn's
+        // last token; deeper points are evaluated in one more decode.
+        let branch_points = self.trie.branch_points().to_vec();
+        let mut rows: Vec<Vec<Vec<f32>>> = vec![vec![Vec::new(); branch_points.len()]; turns.len()];
+        let deeper: usize = branch_points.iter().map(|b| b.path.len()).sum::<usize>() * turns.len();
         let mut branch_batch = LlamaBatch::new(deeper.max(1), 1);
-        let mut seq = 0i32;
-        for (b, bp) in branch_points.iter().enumerate() {
-            if bp.path.is_empty() {
-                rows[b] = self.ctx.get_logits_ith(turn_last).to_vec();
-                continue;
-            }
-            seq += 1;
-            self.ctx.kv_cache_seq_cp(0, seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
-            for (i, &tok) in bp.path.iter().enumerate() {
-                let last = i + 1 == bp.path.len();
-                branch_batch
-                    .add(LlamaToken(tok), end_pos + i as i32, &[seq], last)
-                    .map_err(|e| IntentError::Decode(e.to_string()))?;
-                if last {
-                    pending.push((b, branch_batch.n_tokens() - 1));
+        let mut pending: Vec<(usize, usize, i32)> = Vec::new();
+        for (i, turn) in turns.iter().enumerate() {
+            let own = 1 + i as i32 * per;
+            let end_pos = (self.prefix_len + turn.len()) as i32;
+            let mut seq = own;
+            for (b, bp) in branch_points.iter().enumerate() {
+                if bp.path.is_empty() {
+                    rows[i][b] = self.ctx.get_logits_ith(last_index[i]).to_vec();
+                    continue;
+                }
+                seq += 1;
+                self.ctx.kv_cache_seq_cp(own, seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
+                for (k, &tok) in bp.path.iter().enumerate() {
+                    let last = k + 1 == bp.path.len();
+                    branch_batch
+                        .add(LlamaToken(tok), end_pos + k as i32, &[seq], last)
+                        .map_err(|e| IntentError::Decode(e.to_string()))?;
+                    if last {
+                        pending.push((i, b, branch_batch.n_tokens() - 1));
+                    }
                 }
             }
         }
         if !pending.is_empty() {
             self.ctx.decode(&mut branch_batch).map_err(|e| IntentError::Decode(e.to_string()))?;
-            for (b, idx) in pending {
-                rows[b] = self.ctx.get_logits_ith(idx).to_vec();
+            for (i, b, idx) in pending {
+                rows[i][b] = self.ctx.get_logits_ith(idx).to_vec();
             }
         }
-        let probs = self.trie.probabilities(cfg.temperature, |b, tok| rows[b].get(tok as usize).copied().unwrap_or(f32::NEG_INFINITY));
-        Ok((probs, turn.len() + deeper))
+        let deeper_per_turn: usize = branch_points.iter().map(|b| b.path.len()).sum();
+        Ok(turns
+            .iter()
+            .enumerate()
+            .map(|(i, turn)| {
+                let probs = self
+                    .trie
+                    .probabilities(cfg.temperature, |b, tok| rows[i][b].get(tok as usize).copied().unwrap_or(f32::NEG_INFINITY));
+                (probs, turn.len() + deeper_per_turn)
+            })
+            .collect())
     }
 
-    fn reset_to_prefix(&mut self) -> Result<(), IntentError> {
-        let extra_seqs = self.trie.branch_points().iter().filter(|b| !b.path.is_empty()).count() as i32;
-        for seq in 1..=extra_seqs {
+    /// Drops every request sequence; sequence 0 (the prefix) is never written.
+    fn reset_to_prefix(&mut self, requests: usize) -> Result<(), IntentError> {
+        let used = requests as i32 * self.seqs_per_request();
+        for seq in 1..=used {
             self.ctx.kv_cache_seq_rm(seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
         }
-        self.ctx
-            .kv_cache_seq_rm(0, Some(self.prefix_len as u32), None)
-            .map_err(|e| IntentError::KvCache(e.to_string()))?;
-        debug_assert!(self.prefix_len < self.n_ctx as usize);
         Ok(())
     }
 }

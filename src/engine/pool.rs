@@ -11,6 +11,9 @@
 //!   request at once ([`SubmitError::Saturated`]) instead of letting every
 //!   call slow down; [`EnginePool::saturated`] tells admission control to
 //!   refuse new calls with a clear reason.
+//! * Intent requests waiting together (from concurrent calls) are classified
+//!   in one llama decode, up to `MAX_BATCH`, each on its own copy of the
+//!   flow's cached prompt prefix.
 //! * The async runtime never blocks on inference: submitting is a
 //!   non-blocking channel send.
 
@@ -24,7 +27,7 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use super::asr::AsrModel;
-use super::intent::IntentModel;
+use super::intent::{IntentModel, MAX_BATCH};
 use super::tts::Tts;
 use super::EngineLoadError;
 use crate::call::{EngineResult, IntentResult, RequestId};
@@ -193,19 +196,7 @@ impl EnginePool {
                 }
             }
             let _ = ready.send(Ok(()));
-            serve(intent_rx, &sh, Stage::Intent, |job| match job {
-                Job::Classify { flow, text } => {
-                    let key = (flow.name.clone(), flow.version);
-                    if !classifiers.contains_key(&key) {
-                        let clf = model.classifier(&flow).map_err(|e| e.to_string())?;
-                        classifiers.insert(key.clone(), clf);
-                    }
-                    let clf = classifiers.get_mut(&key).expect("inserted above");
-                    let d = clf.classify(&text).map_err(|e| e.to_string())?;
-                    Ok(Done::Intent(IntentResult { label: d.label, confidence: d.confidence, margin: d.margin }))
-                }
-                _ => Err("not an intent job".into()),
-            });
+            serve_intent(intent_rx, &sh, &model, &mut classifiers);
         }));
 
         let (tts_tx, tts_rx) = mpsc::sync_channel::<Envelope>(cfg.queue_depth);
@@ -314,9 +305,92 @@ impl Drop for EnginePool {
     }
 }
 
+/// The intent worker: every Classify request waiting in the queue (up to
+/// [`MAX_BATCH`]) is classified together, one decode for all of them.
+fn serve_intent<'m>(
+    rx: Receiver<Envelope>,
+    shared: &Shared,
+    model: &'m IntentModel,
+    classifiers: &mut HashMap<(String, u32), super::intent::IntentClassifier<'m>>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(env) => batch.push(env),
+                Err(_) => break,
+            }
+        }
+        shared.depth[Stage::Intent.index()].fetch_sub(batch.len(), Ordering::SeqCst);
+        let mut live = Vec::with_capacity(batch.len());
+        for env in batch {
+            let cancelled = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).take(env.call, env.id);
+            if cancelled {
+                shared.dropped.fetch_add(1, Ordering::SeqCst);
+            } else {
+                live.push(env);
+            }
+        }
+        // Requests of one flow share a classifier and its cached prompt.
+        while !live.is_empty() {
+            let key = match &live[0].job {
+                Job::Classify { flow, .. } => (flow.name.clone(), flow.version),
+                _ => (String::new(), 0),
+            };
+            let (group, rest): (Vec<Envelope>, Vec<Envelope>) = live.into_iter().partition(|e| match &e.job {
+                Job::Classify { flow, .. } => (flow.name.clone(), flow.version) == key,
+                _ => key.0.is_empty(),
+            });
+            live = rest;
+            let results = classify_group(model, classifiers, &group);
+            for (env, result) in group.into_iter().zip(results) {
+                let result = match result {
+                    Ok(intent) => EngineResult::Intent { id: env.id, intent },
+                    Err(error) => {
+                        tracing::warn!(call = env.call, request = env.id, %error, "intent request failed");
+                        EngineResult::Failed { id: env.id, error }
+                    }
+                };
+                let _ = env.reply.send(result);
+            }
+        }
+    }
+}
+
+fn classify_group<'m>(
+    model: &'m IntentModel,
+    classifiers: &mut HashMap<(String, u32), super::intent::IntentClassifier<'m>>,
+    group: &[Envelope],
+) -> Vec<Result<IntentResult, String>> {
+    let Some(Job::Classify { flow, .. }) = group.first().map(|e| &e.job) else {
+        return group.iter().map(|_| Err("not an intent job".to_string())).collect();
+    };
+    let key = (flow.name.clone(), flow.version);
+    if !classifiers.contains_key(&key) {
+        match model.classifier(flow) {
+            Ok(clf) => drop(classifiers.insert(key.clone(), clf)),
+            Err(e) => return group.iter().map(|_| Err(e.to_string())).collect(),
+        }
+    }
+    let clf = classifiers.get_mut(&key).expect("inserted above");
+    let texts: Vec<&str> = group
+        .iter()
+        .map(|e| match &e.job {
+            Job::Classify { text, .. } => text.as_str(),
+            _ => "",
+        })
+        .collect();
+    match clf.classify_batch(&texts) {
+        Ok(decisions) => decisions
+            .into_iter()
+            .map(|d| Ok(IntentResult { label: d.label, confidence: d.confidence, margin: d.margin }))
+            .collect(),
+        Err(e) => group.iter().map(|_| Err(e.to_string())).collect(),
+    }
+}
+
 enum Done {
     Transcript(String),
-    Intent(IntentResult),
     Speech(Vec<f32>),
 }
 
@@ -336,7 +410,6 @@ fn serve(rx: Receiver<Envelope>, shared: &Shared, stage: Stage, mut run: impl Fn
         let id = env.id;
         let result = match run(env.job) {
             Ok(Done::Transcript(text)) => EngineResult::Transcript { id, text },
-            Ok(Done::Intent(intent)) => EngineResult::Intent { id, intent },
             Ok(Done::Speech(audio)) => EngineResult::Speech { id, audio },
             Err(error) => {
                 tracing::warn!(call = env.call, request = id, stage = ?stage, %error, "engine request failed");
