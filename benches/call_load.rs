@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 
 use voice_edge::engine::pool::EnginePool;
 use voice_edge::engine::tts::{Tts, TtsConfig};
-use voice_edge::media::resample::resample;
-use voice_edge::media::ENGINE_RATE;
 use voice_edge::ops::config::Config;
 use voice_edge::runtime::scripted_call::{run_scripted_call, CallReport, CallerScript};
 
@@ -75,10 +73,7 @@ fn main() {
             let tts = Tts::new(TtsConfig { voice: (*voice).into(), rate_wpm: 150, ..Default::default() }).expect("espeak-ng voice");
             let utterances = lines
                 .iter()
-                .map(|l| {
-                    let s = tts.synthesize(l).expect("synthesize");
-                    resample(&s.samples, s.rate, ENGINE_RATE).expect("resample")
-                })
+                .map(|l| tts.speak(l).expect("synthesize").samples)
                 .collect();
             CallerScript { utterances, think_time: Duration::from_millis(600), patience: Duration::from_secs(30) }
         })

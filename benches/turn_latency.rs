@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use voice_edge::engine::tts::{Tts, TtsConfig};
 use voice_edge::engine::{StageTimings, TurnEngine};
-use voice_edge::media::resample::resample;
 use voice_edge::media::ENGINE_RATE;
 use voice_edge::ops::config::Config;
 
@@ -54,9 +53,8 @@ fn main() {
     let audio: Vec<Vec<f32>> = UTTERANCES
         .iter()
         .map(|text| {
-            let s = caller.synthesize(text).expect("synthesize");
             let mut a = vec![0.0; ENGINE_RATE as usize / 2];
-            a.extend(resample(&s.samples, s.rate, ENGINE_RATE).expect("resample"));
+            a.extend(caller.speak(text).expect("synthesize").samples);
             a.extend(vec![0.0; ENGINE_RATE as usize / 2]);
             a
         })

@@ -10,15 +10,13 @@ use std::time::Duration;
 
 use voice_edge::engine::pool::EnginePool;
 use voice_edge::engine::tts::{Tts, TtsConfig};
-use voice_edge::media::resample::resample;
 use voice_edge::media::ENGINE_RATE;
 use voice_edge::ops::config::Config;
 use voice_edge::outcome::{OutcomeEvent, Spool, SpoolConfig};
 use voice_edge::runtime::scripted_call::{run_scripted_call, CallerScript};
 
 fn caller_says(tts: &Tts, text: &str) -> Vec<f32> {
-    let s = tts.synthesize(text).unwrap();
-    resample(&s.samples, s.rate, ENGINE_RATE).unwrap()
+    tts.speak(text).unwrap().samples
 }
 
 #[test]

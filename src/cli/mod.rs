@@ -148,9 +148,8 @@ pub fn run() -> Result<ExitCode> {
         Command::Call { wavs, flow, think_ms, out } => scripted_call(&cfg, &wavs, flow.as_deref(), think_ms, out.as_deref()),
         Command::Say { text, out } => {
             let tts = crate::engine::tts::Tts::new(cfg.tts.clone())?;
-            let speech = tts.synthesize(&text)?;
-            let audio = crate::media::resample::resample(&speech.samples, speech.rate, ENGINE_RATE)?;
-            wav::write_wav(&out, ENGINE_RATE, &audio)?;
+            let speech = tts.speak(&text)?;
+            wav::write_wav(&out, speech.rate, &speech.samples)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file } => {

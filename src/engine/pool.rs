@@ -32,8 +32,6 @@ use super::tts::Tts;
 use super::EngineLoadError;
 use crate::call::{EngineResult, IntentResult, RequestId};
 use crate::flow::Flow;
-use crate::media::resample::resample;
-use crate::media::ENGINE_RATE;
 use crate::ops::config::Config;
 
 pub type CallId = u64;
@@ -209,9 +207,8 @@ impl EnginePool {
             let _ = ready.send(Ok(()));
             serve(tts_rx, &sh, Stage::Tts, |job| match job {
                 Job::Synthesize { text } => {
-                    let speech = tts.synthesize(&text).map_err(|e| e.to_string())?;
-                    let audio = resample(&speech.samples, speech.rate, ENGINE_RATE).map_err(|e| e.to_string())?;
-                    Ok(Done::Speech(audio))
+                    let speech = tts.speak(&text).map_err(|e| e.to_string())?;
+                    Ok(Done::Speech(speech.samples))
                 }
                 _ => Err("not a TTS job".into()),
             });

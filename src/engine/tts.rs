@@ -31,6 +31,8 @@ pub enum TtsError {
     NulInText,
     #[error("espeak-ng synthesis failed with code {0}")]
     Synth(i32),
+    #[error("resampling speech to the engine rate: {0}")]
+    Resample(#[from] crate::media::resample::ResampleError),
 }
 
 /// `[tts]` in the config.
@@ -198,6 +200,14 @@ impl Tts {
             }
         }
         Ok(())
+    }
+
+    /// Speaks `text` at the engine's rate (16 kHz mono), what calls and the
+    /// turn pipeline play; timings as for [`Tts::synthesize`].
+    pub fn speak(&self, text: &str) -> Result<Speech, TtsError> {
+        let speech = self.synthesize(text)?;
+        let samples = crate::media::resample::resample(&speech.samples, speech.rate, crate::media::ENGINE_RATE)?;
+        Ok(Speech { samples, rate: crate::media::ENGINE_RATE, ..speech })
     }
 
     /// Speaks `text` and returns the whole utterance at [`ESPEAK_RATE`].

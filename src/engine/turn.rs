@@ -13,7 +13,6 @@ use super::asr::{AsrError, AsrModel, AsrSession};
 use super::intent::{IntentClassifier, IntentError, IntentModel};
 use super::tts::{Tts, TtsError};
 use crate::flow::{Flow, FlowAction, FlowReply, FlowSession, TaskEvent};
-use crate::media::resample::{resample, ResampleError};
 use crate::media::vad::{speech_bounds, VadConfig};
 use crate::media::ENGINE_RATE;
 
@@ -25,8 +24,6 @@ pub enum TurnError {
     Intent(#[from] IntentError),
     #[error(transparent)]
     Tts(#[from] TtsError),
-    #[error("resampling: {0}")]
-    Resample(#[from] ResampleError),
 }
 
 /// Milliseconds spent in each stage of a turn.
@@ -97,12 +94,6 @@ impl TurnEngine {
         })
     }
 
-    /// Speaks `text` as 16 kHz mono, with the time to espeak's first chunk.
-    pub fn speak(&self, text: &str) -> Result<(Vec<f32>, Duration, Duration), TurnError> {
-        let speech = self.tts.synthesize(text)?;
-        let audio = resample(&speech.samples, speech.rate, ENGINE_RATE)?;
-        Ok((audio, speech.first_chunk, speech.total))
-    }
 }
 
 impl Conversation<'_> {
@@ -147,8 +138,8 @@ impl Conversation<'_> {
         t.flow = ms(stage.elapsed());
 
         let stage = Instant::now();
-        let (reply_audio, first_chunk, _) = self.engine.speak(&reply.text)?;
-        t.tts_first_chunk = ms(first_chunk);
+        let speech = self.engine.tts.speak(&reply.text)?;
+        t.tts_first_chunk = ms(speech.first_chunk);
         t.tts = ms(stage.elapsed());
         t.total = ms(started.elapsed());
 
@@ -167,7 +158,7 @@ impl Conversation<'_> {
             slots: self.session.slots().clone(),
             speech_span_s: span.map(|s| (s.start as f64 / rate, s.end as f64 / rate)),
             timings_ms: t,
-            reply_audio,
+            reply_audio: speech.samples,
         })
     }
 }
