@@ -64,7 +64,7 @@ fn main() {
     let max_calls: usize = std::env::var("CALL_LOAD_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let flow = Arc::new(cfg.default_flow().expect("flow"));
     let rss_before = rss_mib();
-    let pool = EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow)).expect("models: run `voice-edge models fetch`");
+    let pool = Arc::new(EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow)).expect("models: run `voice-edge models fetch`"));
     let rss_engine = rss_mib();
 
     let scripts: Vec<CallerScript> = CONVERSATIONS

@@ -24,8 +24,10 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
     voice_edge::ops::logging::route_native_logs();
     let cfg = Config::embedded().unwrap();
     let flow = Arc::new(cfg.default_flow().unwrap());
-    let pool = EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow))
-        .expect("engine start (models missing? run `voice-edge models fetch --set test`)");
+    let pool = Arc::new(
+        EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow))
+            .expect("engine start (models missing? run `voice-edge models fetch --set test`)"),
+    );
     let caller = Tts::new(TtsConfig { voice: "en-us+m3".into(), rate_wpm: 150, ..Default::default() }).unwrap();
     let script = CallerScript {
         utterances: vec![
@@ -64,7 +66,7 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
 
     // The call leaves its outcome events (one per turn, one for the call) in
     // a durable spool, and they read back intact.
-    let events = report.outcome_events("test-node", "live-7", &flow, "test").unwrap();
+    let events = report.outcome_events("test-node", "live-7", "test").unwrap();
     assert_eq!(events.len(), 3);
     let dir = tempfile::tempdir().unwrap();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.path())).unwrap();

@@ -158,6 +158,7 @@ fn call_events(call: u64) -> Vec<OutcomeEvent> {
                         1 => format!("my order number is {}", 456_000 + call),
                         _ => "that's all thanks bye".into(),
                     },
+                    dtmf: None,
                     intent: Some(IntentDecision { label: intents[n as usize].into(), confidence: 0.97, margin: 0.91 }),
                     router: Some(RouterDecision { tier: "edge".into(), reason: "intent_confident".into() }),
                     reply: match n {

@@ -34,6 +34,7 @@
 //!   endpoint, a short filler is spoken once.
 
 pub mod endpoint;
+pub mod router;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -708,7 +709,9 @@ impl Call {
         if self.state == CallState::Ended {
             return;
         }
-        if let EngineResult::Failed { error, .. } = &result {
+        // A partial hypothesis may be shed under load; only work the call
+        // depends on counts as a failure.
+        if let (EngineResult::Failed { error, .. }, false) = (&result, matches!(purpose, Purpose::Partial)) {
             self.counters.engine_failures += 1;
             self.event(CallEvent::EngineFailed { id, error: error.clone() });
         }

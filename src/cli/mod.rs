@@ -74,6 +74,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Run the node: SIP trunks, HTTP (metrics, health), engine and outcome
+    /// shipper, until SIGTERM drains it (systemd: Type=notify).
+    Serve,
     /// Validate a configuration file, its flows and its model files, without starting.
     CheckConfig {
         #[arg(value_name = "FILE")]
@@ -146,6 +149,10 @@ pub fn run() -> Result<ExitCode> {
             turn(&cfg, &wavs, flow.as_deref(), dtmf.as_deref(), same_call, out.as_deref(), out_dir.as_deref())
         }
         Command::Call { wavs, flow, think_ms, out } => scripted_call(&cfg, &wavs, flow.as_deref(), think_ms, out.as_deref()),
+        Command::Serve => {
+            crate::runtime::daemon::serve(cfg, cli.config.clone())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Say { text, out } => {
             let tts = crate::engine::tts::Tts::new(cfg.tts.clone())?;
             let speech = tts.speak(&text)?;
@@ -155,7 +162,17 @@ pub fn run() -> Result<ExitCode> {
         Command::CheckConfig { file } => {
             let cfg = Config::load(&file)?;
             let paths = cfg.check()?;
-            println!("{}: ok (asr {}, intent {}, flow {})", file.display(), paths.asr.display(), paths.intent.display(), cfg.flows.default);
+            let flows = crate::runtime::daemon::load_flows(&cfg)?;
+            let mut names: Vec<&str> = flows.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            println!(
+                "{}: ok (asr {}, intent {}, default flow {}, flows {})",
+                file.display(),
+                paths.asr.display(),
+                paths.intent.display(),
+                cfg.flows.default,
+                names.join(", ")
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Models { command } => models_command(&cfg, command),
@@ -235,7 +252,7 @@ fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_
         Some(name) => cfg.load_flow(name)?,
         None => cfg.default_flow()?,
     });
-    let pool = EnginePool::start(cfg, cfg.engine.clone(), std::slice::from_ref(&flow))?;
+    let pool = Arc::new(EnginePool::start(cfg, cfg.engine.clone(), std::slice::from_ref(&flow))?);
     let script = CallerScript {
         utterances,
         think_time: std::time::Duration::from_millis(think_ms),
@@ -245,17 +262,17 @@ fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_
     if let Some(p) = out {
         wav::write_wav(p, ENGINE_RATE, &report.agent_audio)?;
     }
-    record_outcomes(cfg, &flow, &report)?;
+    record_outcomes(cfg, &report)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Appends the call's outcome events to the durable spool and commits them.
-fn record_outcomes(cfg: &Config, flow: &crate::flow::Flow, report: &crate::runtime::scripted_call::CallReport) -> Result<()> {
+fn record_outcomes(cfg: &Config, report: &crate::runtime::scripted_call::CallReport) -> Result<()> {
     use crate::outcome::{Spool, SpoolConfig};
-    let ms = report.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let ms = report.summary.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let call_id = format!("cli-{ms}");
-    let events = report.outcome_events(&cfg.node.id, &call_id, flow, "cli")?;
+    let events = report.outcome_events(&cfg.node.id, &call_id, "cli")?;
     let dir = cfg.collector.spool_dir();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.clone())).with_context(|| format!("opening the outcome spool {}", dir.display()))?;
     let now = std::time::Instant::now();

@@ -18,8 +18,8 @@
 //!   non-blocking channel send.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -67,7 +67,10 @@ impl PoolConfig {
 /// What a request asks of the engine.
 #[derive(Debug, Clone)]
 pub enum Job {
-    Transcribe { audio: Arc<[f32]>, prompt: Option<String> },
+    /// `optional`: a partial hypothesis, shed (refused at once) whenever
+    /// the ASR stage already has work queued, so partials never delay the
+    /// final transcripts of other calls.
+    Transcribe { audio: Arc<[f32]>, prompt: Option<String>, optional: bool },
     Classify { flow: Arc<Flow>, text: String },
     Synthesize { text: String },
 }
@@ -91,13 +94,20 @@ pub enum SubmitError {
     Saturated(Stage, usize),
     #[error("the engine has stopped")]
     Stopped,
+    #[error("optional {0:?} work shed: the stage is busy")]
+    Shed(Stage),
 }
+
+/// Where a request's result goes: an unbounded channel, so a worker never
+/// blocks on a slow call driver, and both threads (`try_recv`) and tasks
+/// (`recv().await`) can read it.
+pub type ReplyTo = tokio::sync::mpsc::UnboundedSender<EngineResult>;
 
 struct Envelope {
     call: CallId,
     id: RequestId,
     job: Job,
-    reply: Sender<EngineResult>,
+    reply: ReplyTo,
 }
 
 /// Requests and calls whose results are no longer wanted.
@@ -119,6 +129,10 @@ impl Cancellations {
 struct Shared {
     cancelled: Mutex<Cancellations>,
     depth: [AtomicUsize; 3],
+    /// Per stage: when the job in hand started, in ms since `epoch` plus
+    /// one (0: idle). A job in hand far too long means a hung worker.
+    busy_since: [AtomicU64; 3],
+    epoch: Instant,
     /// Jobs dropped because their call or request was cancelled.
     dropped: AtomicUsize,
 }
@@ -151,6 +165,8 @@ impl EnginePool {
         let shared = Arc::new(Shared {
             cancelled: Mutex::new(Cancellations::default()),
             depth: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
+            busy_since: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            epoch: Instant::now(),
             dropped: AtomicUsize::new(0),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
@@ -169,7 +185,7 @@ impl EnginePool {
             };
             let _ = ready.send(Ok(()));
             serve(asr_rx, &sh, Stage::Asr, |job| match job {
-                Job::Transcribe { audio, prompt } => match session.transcribe(&audio, prompt.as_deref()) {
+                Job::Transcribe { audio, prompt, .. } => match session.transcribe(&audio, prompt.as_deref()) {
                     Ok(t) => Ok(Done::Transcript(t.text)),
                     Err(e) => Err(e.to_string()),
                 },
@@ -227,13 +243,16 @@ impl EnginePool {
     }
 
     /// Queues work for a call; the result arrives on `reply` with the same id.
-    pub fn submit(&self, call: CallId, id: RequestId, job: Job, reply: Sender<EngineResult>) -> Result<(), SubmitError> {
+    pub fn submit(&self, call: CallId, id: RequestId, job: Job, reply: ReplyTo) -> Result<(), SubmitError> {
         let stage = match job {
             Job::Transcribe { .. } => Stage::Asr,
             Job::Classify { .. } => Stage::Intent,
             Job::Synthesize { .. } => Stage::Tts,
         };
         let depth = &self.shared.depth[stage.index()];
+        if matches!(job, Job::Transcribe { optional: true, .. }) && depth.load(Ordering::SeqCst) > 0 {
+            return Err(SubmitError::Shed(stage));
+        }
         depth.fetch_add(1, Ordering::SeqCst);
         match self.senders[stage.index()].try_send(Envelope { call, id, job, reply }) {
             Ok(()) => Ok(()),
@@ -287,6 +306,27 @@ impl EnginePool {
         }
         None
     }
+
+    /// Whether every worker thread is alive and none has been on one job
+    /// longer than `HUNG_AFTER` (the daemon's watchdog asks; cheap, never blocks).
+    pub fn probe(&self) -> bool {
+        const HUNG_AFTER_MS: u64 = 30_000;
+        if self.threads.iter().any(|t| t.is_finished()) {
+            return false;
+        }
+        let now_ms = self.shared.epoch.elapsed().as_millis() as u64 + 1;
+        self.shared.busy_since.iter().all(|b| {
+            let since = b.load(Ordering::SeqCst);
+            since == 0 || now_ms.saturating_sub(since) < HUNG_AFTER_MS
+        })
+    }
+}
+
+impl Shared {
+    fn set_busy(&self, stage: Stage, busy: bool) {
+        let stamp = if busy { self.epoch.elapsed().as_millis() as u64 + 1 } else { 0 };
+        self.busy_since[stage.index()].store(stamp, Ordering::SeqCst);
+    }
 }
 
 impl Drop for EnginePool {
@@ -339,7 +379,9 @@ fn serve_intent<'m>(
                 _ => key.0.is_empty(),
             });
             live = rest;
+            shared.set_busy(Stage::Intent, true);
             let results = classify_group(model, classifiers, &group);
+            shared.set_busy(Stage::Intent, false);
             for (env, result) in group.into_iter().zip(results) {
                 let result = match result {
                     Ok(intent) => EngineResult::Intent { id: env.id, intent },
@@ -405,7 +447,10 @@ fn serve(rx: Receiver<Envelope>, shared: &Shared, stage: Stage, mut run: impl Fn
             continue;
         }
         let id = env.id;
-        let result = match run(env.job) {
+        shared.set_busy(stage, true);
+        let outcome = run(env.job);
+        shared.set_busy(stage, false);
+        let result = match outcome {
             Ok(Done::Transcript(text)) => EngineResult::Transcript { id, text },
             Ok(Done::Speech(audio)) => EngineResult::Speech { id, audio },
             Err(error) => {

@@ -1,5 +1,9 @@
 //! Sans-IO media layer: audio frame conventions, WAV file IO for the offline
-//! harness, sample-rate conversion and voice activity detection.
+//! harness, sample-rate conversion, voice activity detection, and the
+//! telephone codecs of a call leg: G.711 μ-law/A-law ([`g711`]), Opus through
+//! libopus at a 16 kHz API rate ([`opus`]), and [`codec::AudioCodec`], which
+//! turns RTP payloads into engine frames and back (with a streaming half-band
+//! 8 <-> 16 kHz converter for G.711).
 //!
 //! Everything here is pure computation over sample buffers. This module does
 //! no network IO, spawns no threads, reads no clocks and does not use tokio;
@@ -10,6 +14,9 @@
 //! (16 kHz), in frames of [`FRAME_MS`] (20 ms) = [`FRAME_SAMPLES`] (320)
 //! samples.
 
+pub mod codec;
+pub mod g711;
+pub mod opus;
 pub mod resample;
 pub mod vad;
 pub mod wav;

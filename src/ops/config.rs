@@ -19,7 +19,7 @@ use crate::flow::{Flow, FlowError, FlowSource};
 use crate::media::vad::VadConfig;
 use crate::models::{default_models_dir, Manifest};
 use crate::ops::logging::LoggingConfig;
-use crate::ops::network_config::{ClusterConfig, CollectorConfig, SipConfig};
+use crate::ops::network_config::{ClusterConfig, CollectorConfig, HttpConfig, SipConfig};
 
 const EMBEDDED: &str = include_str!("../../configs/voice-edge.toml");
 
@@ -43,11 +43,13 @@ pub enum ConfigError {
 pub struct NodeConfig {
     /// This node's id: the `source` of its outcome events, in logs and metrics.
     pub id: String,
+    /// On SIGTERM, how long calls in progress may go on before they are hung up.
+    pub drain_deadline_s: u32,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { id: "voice-edge-dev".into() }
+        NodeConfig { id: "voice-edge-dev".into(), drain_deadline_s: 30 }
     }
 }
 
@@ -90,6 +92,7 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub logging: LoggingConfig,
     pub sip: SipConfig,
+    pub http: HttpConfig,
     pub cluster: ClusterConfig,
     pub collector: CollectorConfig,
     /// Where the config came from, for messages.

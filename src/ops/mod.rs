@@ -3,4 +3,6 @@
 
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod network_config;
+pub mod systemd;

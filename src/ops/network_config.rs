@@ -20,6 +20,17 @@ pub struct SipConfig {
     pub rtp_ports: [u16; 2],
     /// Calls at once; more get 503 with Retry-After.
     pub max_calls: u32,
+    /// Seconds a refused caller is told to wait (Retry-After).
+    pub retry_after_s: u32,
+    /// Requests per second one source address may send (token bucket refill);
+    /// more are dropped and counted.
+    pub rate_limit_per_s: f64,
+    /// Requests one source may send in a burst.
+    pub rate_burst: u32,
+    /// A call whose RTP stops for this long is hung up (the reason is logged).
+    pub rtp_timeout_s: u32,
+    /// Ring (180) this long before answering; 0 answers at once.
+    pub answer_after_ms: u32,
     #[serde(rename = "trunk")]
     pub trunks: Vec<TrunkConfig>,
 }
@@ -32,6 +43,11 @@ impl Default for SipConfig {
             public_address: None,
             rtp_ports: [20_000, 20_999],
             max_calls: 16,
+            retry_after_s: 5,
+            rate_limit_per_s: 50.0,
+            rate_burst: 100,
+            rtp_timeout_s: 30,
+            answer_after_ms: 0,
             trunks: vec![TrunkConfig {
                 name: "loopback".into(),
                 sources: vec!["127.0.0.0/8".into(), "::1/128".into()],
@@ -60,6 +76,20 @@ pub struct TrunkConfig {
     pub numbers: BTreeMap<String, String>,
     /// SIP URI that REFER hands callers to when they ask for a person.
     pub transfer_target: Option<String>,
+}
+
+/// `[http]`: metrics, health checks, and the browser widget.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listening address; unset: no HTTP server.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: Some(SocketAddr::from(([127, 0, 0, 1], 8088))) }
+    }
 }
 
 /// `[cluster]`: the central reasoning cluster (OpenAI-compatible servers).
@@ -133,6 +163,18 @@ impl SipConfig {
         }
         if self.max_calls == 0 {
             return Err("sip.max_calls: must be at least 1".into());
+        }
+        if u32::from((hi - lo) / 2 + 1) < self.max_calls {
+            return Err(format!("sip.rtp_ports: [{lo}, {hi}] has fewer RTP/RTCP port pairs than sip.max_calls ({})", self.max_calls));
+        }
+        if !(self.rate_limit_per_s > 0.0 && self.rate_limit_per_s.is_finite()) || self.rate_burst == 0 {
+            return Err("sip.rate_limit_per_s and sip.rate_burst: must be positive".into());
+        }
+        if self.answer_after_ms > 60_000 {
+            return Err("sip.answer_after_ms: at most 60000".into());
+        }
+        if self.rtp_timeout_s == 0 {
+            return Err("sip.rtp_timeout_s: must be at least 1".into());
         }
         for (i, t) in self.trunks.iter().enumerate() {
             let key = format!("sip.trunk[{i}] ({})", t.name);

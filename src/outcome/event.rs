@@ -375,6 +375,10 @@ pub struct TurnRecord {
     pub started: Timestamp,
     pub ended: Timestamp,
     pub transcript: String,
+    /// Digits the caller keyed for this turn (RFC 4733, SIP INFO, keypad),
+    /// ending with `#`; absent for spoken turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dtmf: Option<String>,
     pub intent: Option<IntentDecision>,
     pub router: Option<RouterDecision>,
     /// The reply spoken (empty when none).
@@ -856,6 +860,7 @@ mod tests {
             started: at(1_774_088_130, 0),
             ended: at(1_774_088_134, 250),
             transcript: "where is my order".into(),
+            dtmf: None,
             intent: Some(IntentDecision { label: "order_status".into(), confidence: 0.93, margin: 0.88 }),
             router: Some(RouterDecision { tier: "edge".into(), reason: "confident".into() }),
             reply: "What is your order number?".into(),

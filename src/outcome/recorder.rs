@@ -57,6 +57,7 @@ fn turn_record(f: &CallFacts<'_>, t: &CallTurn) -> TurnRecord {
         started: at(f.answered, t.speech_end_ms),
         ended: at(f.answered, t.completed_ms.max(t.speech_end_ms)),
         transcript: t.transcript.clone(),
+        dtmf: t.dtmf.clone(),
         intent: t.intent.as_ref().map(|label| IntentDecision {
             label: label.clone(),
             confidence: f64::from(t.intent_confidence).clamp(0.0, 1.0),

@@ -1,6 +1,8 @@
 //! Protocol cores: pure, sans-IO state and codecs for the wire protocols the
-//! node speaks (SIP now; transactions, dialogs, SDP, RTP/RTCP, jitter buffer
-//! and DTMF events as they land).
+//! node speaks: SIP messages ([`sip`]), SDP offer/answer for an audio-only
+//! UAS ([`sdp`]), and the media plane of one call leg ([`rtp`]: RTP/RTCP,
+//! adaptive jitter buffer, RFC 4733 DTMF events, the per-leg `RtpSession`
+//! with latching and pacing). Transactions and dialogs come next.
 //!
 //! Rules for everything under `proto/` (the layer rules of `ARCHITECTURE.md`
 //! and of the design notes' "Layers" table):
@@ -16,4 +18,7 @@
 //!   any byte sequence, every limit is explicit, and each module reports
 //!   failure through one `thiserror` enum.
 
+pub mod openai;
+pub mod rtp;
+pub mod sdp;
 pub mod sip;

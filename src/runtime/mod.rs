@@ -7,5 +7,12 @@
 //! Nothing here blocks a runtime worker on disk or inference: spool calls
 //! go through `spawn_blocking`, models run on the engine's own threads.
 
+pub mod cluster;
+pub mod daemon;
+pub mod live_call;
+pub mod node_metrics;
+pub mod outcome_sink;
+pub mod http;
 pub mod scripted_call;
+pub mod sip;
 pub mod shipper;

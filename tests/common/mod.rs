@@ -1,3 +1,5 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+pub mod daemon;
+pub mod rtp_peer;
 pub mod scoring;

@@ -1,7 +1,10 @@
-//! The SIP message layer (RFC 3261 §7, §8.2, §18.3, §19, §20, §25): bytes
-//! to typed messages and back, plus the checks a UAS makes before acting on
-//! a request. Sans-IO: no sockets, no clocks, no randomness (To tags and
-//! branches are supplied by the caller).
+//! SIP for a terminating UAS, sans-IO. The message layer (RFC 3261 §7,
+//! §8.2, §18.3, §19, §20, §25): bytes to typed messages and back, plus the
+//! checks a UAS makes before acting on a request. On top of it the UAS core:
+//! transactions (§17, RFC 6026), dialogs (§12), digest authentication (§22,
+//! RFC 7616 / RFC 8760) and the endpoint [`uas::Uas`] that owns them. No
+//! sockets, no clocks (time is a `now: Instant` argument), no randomness
+//! except the seed given to [`uas::Uas::new`].
 //!
 //! Proven against the RFC 4475 torture messages (`tests/sip_torture.rs`).
 //!
@@ -15,8 +18,13 @@
 //! | [`parse`] | datagram parsing, stream framing, limits, errors with response context (§7, §18.3) |
 //! | [`serialize`] | canonical output, `response_to` (§8.2.6) |
 //! | [`validate`] | UAS request validation: 400, 406, 415, 416, 420, 483, 505 (§8.2) |
+//! | [`transaction`] | INVITE / non-INVITE server and non-INVITE client transactions, Timers E-K, RFC 6026 Accepted (§17) |
+//! | [`dialog`] | dialog id, CSeq ordering, route set, remote target, in-dialog requests (§12) |
+//! | [`auth`] | digest challenges (SHA-256 and MD5), Authorization checks, seeded nonces (§22, RFC 7616, RFC 8760) |
+//! | [`uas`] | the endpoint: trunks, admission, rate limits, calls, CANCEL/BYE/re-INVITE/INFO/REFER, output queue |
 //!
-//! Typical UAS use:
+//! Typical message-layer use (the [`uas`] module does this, and more, for
+//! the node):
 //!
 //! ```
 //! use voice_edge::proto::sip::{parse_message, validate_request, response_to, Limits, Message};
@@ -46,6 +54,11 @@ pub mod typed;
 pub mod uri;
 pub mod validate;
 
+pub mod auth;
+pub mod dialog;
+pub mod transaction;
+pub mod uas;
+
 pub use headers::{canonical_name, Header, Headers};
 pub use message::{Message, Method, Request, Response, Version};
 pub use params::{Param, Params};
@@ -55,3 +68,10 @@ pub use syntax::unescape;
 pub use typed::{CSeq, Contacts, HeaderError, MediaType, NameAddr, Transport, Via};
 pub use uri::{Host, SipUri, TelUri, Uri, UriError};
 pub use validate::{validate_request, validate_request_with, Rejection, ValidationPolicy};
+
+pub use auth::{DigestAlgorithm, DigestCredentials};
+pub use dialog::{Dialog, DialogError, DialogId, DialogState};
+pub use transaction::{Timers, TxAction};
+pub use uas::{
+    ConnId, EndReason, Received, SipCallId, TransportKind, Trunk, Uas, UasConfig, UasEvent, UasOutput, UasStats,
+};

@@ -1,0 +1,232 @@
+//! One call's conversation machine wired to the engine pool: the glue every
+//! channel driver (SIP/RTP, WebRTC, the scripted caller) shares.
+//!
+//! A driver owns the transport and the clock. Every 20 ms it hands
+//! [`LiveCall::tick`] the caller's frame (or silence when the jitter buffer
+//! had nothing) and gets back what to do: agent audio to send, a transfer,
+//! a hang-up, events for logs and data channels. Engine commands go to the
+//! [`EnginePool`] here; results come back on this call's own channel and are
+//! fed to the [`Call`] at the next tick (or at once, by a driver that awaits
+//! [`LiveCall::engine_results`]). When the call is over, [`LiveCall::finish`]
+//! returns the summary the outcome recorder needs.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+use crate::call::{Call, CallConfig, CallCounters, CallEvent, CallState, Command, EngineResult, Output, RequestId, TurnRecord};
+use crate::engine::pool::{CallId, EnginePool, Job, SubmitError};
+use crate::flow::{Flow, FlowSession};
+use crate::media::vad::VadConfig;
+use crate::outcome::event::Channel;
+use crate::outcome::recorder::CallFacts;
+use crate::outcome::{EventError, OutcomeEvent};
+
+/// What the driver must do after a tick.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveOutput {
+    /// One 20 ms frame of agent audio (16 kHz mono) to send now.
+    Audio(Vec<f32>),
+    /// Hand the caller to a person.
+    Transfer,
+    /// The agent ends the call.
+    Hangup,
+    /// For logs, metrics and data channels (turn records among them).
+    Event(CallEvent),
+}
+
+/// A call ready for the outcome recorder.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    pub call_id: CallId,
+    pub flow: Arc<Flow>,
+    pub turns: Vec<TurnRecord>,
+    pub counters: CallCounters,
+    pub final_state: CallState,
+    pub slots: BTreeMap<String, String>,
+    pub tasks_attempted: Vec<String>,
+    pub tasks_completed: Vec<String>,
+    pub answered_at: SystemTime,
+    pub ended_at: SystemTime,
+    pub duration_ms: f64,
+    /// The call ended in a hand-off to a person.
+    pub transferred: bool,
+    /// The engine refused work (saturated) this many times.
+    pub refused: u32,
+}
+
+/// Where a call came from, for its outcome records.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOrigin<'a> {
+    pub node_id: &'a str,
+    pub call_id: &'a str,
+    pub channel: Channel,
+    pub trunk_or_site: &'a str,
+    pub number: &'a str,
+}
+
+impl CallSummary {
+    /// The call's outcome events: one per turn, then the call's.
+    pub fn outcome_events(&self, origin: CallOrigin<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
+        crate::outcome::recorder::call_events(&CallFacts {
+            node_id: origin.node_id,
+            call_id: origin.call_id,
+            channel: origin.channel,
+            trunk_or_site: origin.trunk_or_site,
+            number: origin.number,
+            answered: self.answered_at,
+            ended: self.ended_at,
+            flow_name: &self.flow.name,
+            flow_version: self.flow.version,
+            turns: &self.turns,
+            tasks_attempted: &self.tasks_attempted,
+            tasks_completed: &self.tasks_completed,
+            counters: &self.counters,
+            transferred: self.transferred,
+        })
+    }
+}
+
+pub struct LiveCall {
+    call: Call,
+    id: CallId,
+    flow: Arc<Flow>,
+    pool: Arc<EnginePool>,
+    reply_tx: UnboundedSender<EngineResult>,
+    reply_rx: UnboundedReceiver<EngineResult>,
+    turns: Vec<TurnRecord>,
+    refused: u32,
+    started: Instant,
+    answered_at: SystemTime,
+}
+
+impl LiveCall {
+    /// Answers: the call starts (greeting, timers) at `now`; `answered_at`
+    /// is the same moment on the wall clock, for the outcome records.
+    pub fn start(
+        pool: Arc<EnginePool>,
+        id: CallId,
+        flow: Arc<Flow>,
+        call_cfg: CallConfig,
+        vad: VadConfig,
+        now: Instant,
+        answered_at: SystemTime,
+    ) -> LiveCall {
+        let (reply_tx, reply_rx) = unbounded_channel();
+        let mut call = Call::new(call_cfg, vad, FlowSession::new(flow.clone()));
+        call.start(now);
+        LiveCall { call, id, flow, pool, reply_tx, reply_rx, turns: Vec::new(), refused: 0, started: now, answered_at }
+    }
+
+    pub fn id(&self) -> CallId {
+        self.id
+    }
+
+    pub fn state(&self) -> CallState {
+        self.call.state()
+    }
+
+    pub fn call(&self) -> &Call {
+        &self.call
+    }
+
+    /// The channel engine results arrive on, for drivers that await them
+    /// between ticks; feed each to [`LiveCall::engine_result`].
+    pub fn engine_results(&mut self) -> &mut UnboundedReceiver<EngineResult> {
+        &mut self.reply_rx
+    }
+
+    pub fn engine_result(&mut self, now: Instant, result: EngineResult, out: &mut Vec<LiveOutput>) {
+        self.call.handle_engine(now, result);
+        self.drain(now, out);
+    }
+
+    /// One 20 ms step: engine results that arrived, due timers, the caller's
+    /// frame (exactly 320 samples at 16 kHz), then everything the call wants done.
+    pub fn tick(&mut self, now: Instant, caller_frame: &[f32], out: &mut Vec<LiveOutput>) {
+        while let Ok(result) = self.reply_rx.try_recv() {
+            self.call.handle_engine(now, result);
+        }
+        if self.call.poll_timeout().is_some_and(|t| t <= now) {
+            self.call.handle_timeout(now);
+        }
+        if let Err(e) = self.call.handle_audio(now, caller_frame) {
+            tracing::warn!(call = self.id, error = %e, "caller frame rejected");
+        }
+        self.drain(now, out);
+    }
+
+    /// A DTMF digit from the transport (RFC 4733, SIP INFO, the widget's keypad).
+    pub fn dtmf(&mut self, now: Instant, digit: char, out: &mut Vec<LiveOutput>) {
+        self.call.handle_dtmf(now, digit);
+        self.drain(now, out);
+    }
+
+    /// The transfer target accepted the caller.
+    pub fn transfer_accepted(&mut self, now: Instant, out: &mut Vec<LiveOutput>) {
+        self.call.transfer_accepted(now);
+        self.drain(now, out);
+    }
+
+    /// Ends the call (either side hung up, or the driver gave up), drops its
+    /// queued engine work and returns its summary.
+    pub fn finish(mut self, now: Instant) -> CallSummary {
+        let transferred = self.call.state() == CallState::Transferring;
+        self.call.hangup(now);
+        // A reply cut short by the hang-up is still a turn.
+        while let Some(out) = self.call.poll_output() {
+            if let Output::Event(CallEvent::TurnCompleted(record)) = out {
+                self.turns.push(record);
+            }
+        }
+        self.pool.end_call(self.id);
+        let session = self.call.session();
+        CallSummary {
+            call_id: self.id,
+            flow: self.flow.clone(),
+            turns: self.turns,
+            counters: self.call.counters().clone(),
+            final_state: self.call.state(),
+            slots: session.slots().clone(),
+            tasks_attempted: session.tasks_attempted().to_vec(),
+            tasks_completed: session.tasks_completed().to_vec(),
+            answered_at: self.answered_at,
+            ended_at: self.answered_at + now.duration_since(self.started),
+            duration_ms: now.duration_since(self.started).as_secs_f64() * 1e3,
+            transferred,
+            refused: self.refused,
+        }
+    }
+
+    fn drain(&mut self, now: Instant, out: &mut Vec<LiveOutput>) {
+        while let Some(output) = self.call.poll_output() {
+            match output {
+                Output::Command(Command::Transcribe { id, audio, prompt, partial }) => {
+                    self.submit(now, id, Job::Transcribe { audio, prompt, optional: partial })
+                }
+                Output::Command(Command::Classify { id, text }) => self.submit(now, id, Job::Classify { flow: self.flow.clone(), text }),
+                Output::Command(Command::Synthesize { id, text }) => self.submit(now, id, Job::Synthesize { text }),
+                Output::Command(Command::Cancel { id }) => self.pool.cancel(self.id, id),
+                Output::Command(Command::SendAudio(frame)) => out.push(LiveOutput::Audio(frame)),
+                Output::Command(Command::Transfer) => out.push(LiveOutput::Transfer),
+                Output::Command(Command::Hangup) => out.push(LiveOutput::Hangup),
+                Output::Event(CallEvent::TurnCompleted(record)) => {
+                    self.turns.push(record.clone());
+                    out.push(LiveOutput::Event(CallEvent::TurnCompleted(record)));
+                }
+                Output::Event(event) => out.push(LiveOutput::Event(event)),
+            }
+        }
+    }
+
+    fn submit(&mut self, now: Instant, id: RequestId, job: Job) {
+        if let Err(e) = self.pool.submit(self.id, id, job, self.reply_tx.clone()) {
+            if !matches!(e, SubmitError::Shed(_)) {
+                self.refused += 1;
+            }
+            self.call.handle_engine(now, EngineResult::Failed { id, error: e.to_string() });
+        }
+    }
+}
