@@ -182,8 +182,8 @@ mod tests {
         assert_eq!(r.status, 200);
         let ct = r.header("content-type").unwrap();
         assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-        assert!(r.body.contains("# TYPE calls_total counter\n"));
-        assert!(r.body.contains("calls_total{channel=\"sip\",result=\"transferred\"} 2\n"), "{}", r.body);
+        assert!(r.body.contains("# TYPE voice_edge_calls_total counter\n"));
+        assert!(r.body.contains("voice_edge_calls_total{channel=\"sip\",result=\"transferred\"} 2\n"), "{}", r.body);
         assert!(r.body.contains("turn_latency_seconds_bucket{stage=\"asr\",le=\"+Inf\"} 0\n"));
         srv.stop.send(()).unwrap();
         srv.task.await.unwrap().unwrap();

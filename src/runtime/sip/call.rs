@@ -38,7 +38,8 @@ pub enum ToCall {
     /// The caller's ACK arrived.
     Confirmed,
     /// The call is over (BYE, CANCEL, timeout, drain); `reason` is logged.
-    Hangup { reason: String },
+    /// `send_bye`: the node ends it (drain), so the caller must get a BYE.
+    Hangup { reason: String, send_bye: bool },
     /// A SIP INFO digit.
     Dtmf { digit: char, duration_ms: u32 },
     /// A re-INVITE changed the media (hold, resume, codec, address).
@@ -123,7 +124,10 @@ pub async fn run(mut ctx: SipCallContext) {
                 match msg {
                     None => ended_by = Some("SIP server stopped".into()),
                     Some(ToCall::Confirmed) => {}
-                    Some(ToCall::Hangup { reason }) => ended_by = Some(reason),
+                    Some(ToCall::Hangup { reason, send_bye }) => {
+                        ended_by = Some(reason);
+                        agent_hangup = send_bye;
+                    }
                     Some(ToCall::Dtmf { digit, .. }) => live.dtmf(now, digit, &mut outs),
                     Some(ToCall::Media(n)) => {
                         tracing::info!(direction = ?n.direction, remote = ?n.remote_rtp, codec = ?n.codec.kind, "media changed by re-INVITE");

@@ -272,7 +272,7 @@ impl SipServer {
                 self.uas.hangup(now, SipCallId(id));
                 self.forget(SipCallId(id));
             } else if let Some(entry) = self.calls.get(&id) {
-                let _ = entry.tx.send(ToCall::Hangup { reason: reason.to_string() });
+                let _ = entry.tx.send(ToCall::Hangup { reason: reason.to_string(), send_bye: true });
             }
         }
     }
@@ -323,8 +323,12 @@ impl SipServer {
                 self.incoming(now, call, IncomingCall { trunk, flow, number, caller, call_id, remote, sdp_offer }).await;
             }
             UasEvent::CallConfirmed { call } => self.to_call(call, ToCall::Confirmed),
-            UasEvent::CallCancelled { call } => self.to_call(call, ToCall::Hangup { reason: "cancelled by the caller".into() }),
-            UasEvent::CallEnded { call, reason } => self.to_call(call, ToCall::Hangup { reason: format!("{reason:?}") }),
+            UasEvent::CallCancelled { call } => {
+                self.to_call(call, ToCall::Hangup { reason: "cancelled by the caller".into(), send_bye: false })
+            }
+            UasEvent::CallEnded { call, reason } => {
+                self.to_call(call, ToCall::Hangup { reason: format!("{reason:?}"), send_bye: false })
+            }
             UasEvent::ReInvite { call, sdp_offer } => self.reinvite(now, call, sdp_offer),
             UasEvent::Dtmf { call, digit, duration_ms } => self.to_call(call, ToCall::Dtmf { digit, duration_ms }),
             UasEvent::TransferProgress { call, status, final_ } => self.to_call(call, ToCall::TransferProgress { status, final_ }),
