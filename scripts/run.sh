@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
-# Sets everything up, then runs the node on its embedded defaults: a caller
-# question is spoken, heard, understood and answered offline, and the reply is
-# written to reply.wav. (The SIP/WebRTC daemon, `voice-edge serve`, lands with
-# its own capability; this is the engine every transport runs.)
+# Sets everything up, then runs the node on its embedded defaults in the
+# foreground: `voice-edge serve` with SIP on udp:127.0.0.1:5060 (any number
+# from loopback reaches the retail flow), metrics and health on
+# http://127.0.0.1:8088, local models, and the local outcome spool as the
+# store (no external services). Ctrl-C drains and exits.
+#
+# Call it from another terminal, e.g. with SIPp (Debian's sip-tester):
+#   sipp -sn uac -m 1 -s 100 127.0.0.1:5060
+# then read what the call left: voice-edge outcomes list
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --models default
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/voice-edge/target}"
-bin="$CARGO_TARGET_DIR/release/voice-edge"
-question="${1:-Hi, I would like to know where my order is. The number is four five six, seven eight nine.}"
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
-"$bin" say "$question" --out "$tmp/question.wav"
-echo "caller: $question" >&2
-"$bin" turn --wav "$tmp/question.wav" --out reply.wav
-echo "agent's spoken reply: $(pwd)/reply.wav" >&2
+exec "$CARGO_TARGET_DIR/release/voice-edge" serve "$@"

@@ -15,7 +15,8 @@
 //!       ^                          │  ^ (caller goes on:          │ (filler if slow)        │
 //!       │                          │  │  speculation discarded)    │                         │ barge-in
 //!       └──────────────────────────┴──┴────────────────────────────┴─────── playout done ────┘
-//!   AgentSpeaking ──transfer reply done──> Transferring;  goodbye done / hang-up ──> Ended
+//!   AgentSpeaking ──transfer reply done──> Transferring;  goodbye done ──> Survey (if the flow has one) ──> Ended
+//!   hang-up (any state) ──> Ended
 //! ```
 //!
 //! * **Streaming recognition and speculation.** While the caller speaks a
@@ -32,9 +33,22 @@
 //!   else drops the rest of the reply and becomes the caller's next turn.
 //! * **No dead air.** If no reply audio is ready `filler_after_ms` after the
 //!   endpoint, a short filler is spoken once.
+//! * **Routing** ([`routing`]). Each spoken turn's intent result goes through
+//!   the [`router::Router`]: the edge answers (the flow's reply), a person
+//!   does (the flow's hand-off line, then [`Command::Transfer`]), or the
+//!   central cluster does ([`escalation`]: [`Command::Escalate`] at the
+//!   endpoint, its sentences spoken as they stream in, the flow's reply as the
+//!   fallback when the cluster is silent past `cluster_first_sentence_ms`).
+//!   Keyed (DTMF) turns and turns with nothing heard stay on the edge.
+//! * **Satisfaction survey** ([`survey`]). After the goodbye of a call the
+//!   flow ends, a flow with `[survey]` asks for a 1-5 rating by keypad.
 
+mod barge_in;
 pub mod endpoint;
+pub mod escalation;
 pub mod router;
+pub mod routing;
+pub mod survey;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -42,10 +56,17 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::{FlowAction, FlowSession, TaskEvent};
+use crate::flow::{FlowAction, FlowReply, FlowSession, TaskEvent};
 use crate::media::vad::{Vad, VadConfig};
 use crate::media::{ENGINE_RATE, FRAME_MS, FRAME_SAMPLES};
+use crate::proto::openai::{ChatMessage, TurnContext};
+use barge_in::Probe;
 use endpoint::{Endpointer, EndpointingConfig};
+pub use escalation::ClusterTurnOutcome;
+use escalation::ClusterStream;
+use router::{RouteDecision, RouteReason, Router, RouterConfig};
+pub use routing::TurnTier;
+use survey::SurveyRun;
 
 const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
 
@@ -97,6 +118,17 @@ pub struct CallConfig {
     /// Speak `filler_text` when no reply audio is ready this long after the endpoint.
     pub filler_after_ms: u32,
     pub filler_text: String,
+    /// An escalated turn falls back to the edge when the cluster has sent no
+    /// sentence this long after the endpoint (the filler covers the wait).
+    pub cluster_first_sentence_ms: u32,
+    /// Spoken instead of the flow's reply when the cluster fails; unset: the
+    /// flow's own reply for the intent.
+    pub cluster_fallback_text: Option<String>,
+    /// Conversation messages sent with an escalation (the caller's turn included).
+    pub cluster_history_messages: usize,
+    /// The hand-off line when the router picks a person and the flow has no
+    /// transfer intent to speak its own.
+    pub handoff_text: String,
 }
 
 impl Default for CallConfig {
@@ -108,6 +140,10 @@ impl Default for CallConfig {
             max_utterance_ms: 20_000,
             filler_after_ms: 900,
             filler_text: "One moment.".into(),
+            cluster_first_sentence_ms: 1200,
+            cluster_fallback_text: None,
+            cluster_history_messages: 12,
+            handoff_text: "Let me connect you to one of my colleagues.".into(),
         }
     }
 }
@@ -134,6 +170,18 @@ impl CallConfig {
         if self.filler_text.trim().is_empty() {
             return Err("call.filler_text: must not be empty".into());
         }
+        if !(200..=10_000).contains(&self.cluster_first_sentence_ms) {
+            return Err("call.cluster_first_sentence_ms: must be within 200..=10000".into());
+        }
+        if self.cluster_fallback_text.as_ref().is_some_and(|t| t.trim().is_empty()) {
+            return Err("call.cluster_fallback_text: must not be empty when set".into());
+        }
+        if !(2..=64).contains(&self.cluster_history_messages) {
+            return Err("call.cluster_history_messages: must be within 2..=64".into());
+        }
+        if self.handoff_text.trim().is_empty() {
+            return Err("call.handoff_text: must not be empty".into());
+        }
         Ok(())
     }
 }
@@ -147,6 +195,8 @@ pub enum CallState {
     Thinking,
     AgentSpeaking,
     Transferring,
+    /// The post-call satisfaction survey: prompt, keyed rating, thanks.
+    Survey,
     Ended,
 }
 
@@ -163,6 +213,11 @@ pub enum Command {
     Classify { id: RequestId, text: String },
     /// Speak text; the result is 16 kHz mono audio.
     Synthesize { id: RequestId, text: String },
+    /// Answer the caller's turn with the central cluster: stream the answer
+    /// back as [`EngineResult::ClusterSentence`]s, then one
+    /// [`EngineResult::ClusterDone`]. `history` is the conversation so far,
+    /// ending with the caller's turn.
+    Escalate { id: RequestId, context: TurnContext, history: Vec<ChatMessage> },
     Cancel { id: RequestId },
     /// One 20 ms frame of agent audio to send now.
     SendAudio(Vec<f32>),
@@ -202,6 +257,23 @@ pub struct TurnRecord {
     pub speech_end_ms: f64,
     /// When the reply finished (or was interrupted), ms after the call was answered.
     pub completed_ms: f64,
+    /// Who answered: the edge, the cluster, the edge after the cluster
+    /// failed (`edge_fallback`), or a person (the hand-off line was spoken).
+    pub tier: TurnTier,
+    /// Why the router chose the tier; None for turns it did not route
+    /// (keyed digits, nothing heard).
+    pub route_reason: Option<RouteReason>,
+    /// The router's difficulty estimate, 0..=1.
+    pub difficulty: Option<f32>,
+    /// The turn was sent to the cluster (answered by it or not).
+    pub escalated: bool,
+    pub cluster_prompt_tokens: u32,
+    pub cluster_completion_tokens: u32,
+    pub cluster_reasoning_tokens: u32,
+    /// Escalation (at the endpoint) to the cluster's first sentence.
+    pub cluster_first_sentence_ms: Option<f64>,
+    /// Why the cluster did not (fully) answer.
+    pub cluster_error: Option<String>,
 }
 
 // A handful of events per turn: the size of the turn-record variant is not worth a Box.
@@ -222,6 +294,8 @@ pub enum CallEvent {
     FillerSpoken,
     TurnCompleted(TurnRecord),
     EngineFailed { id: RequestId, error: String },
+    /// The caller's keyed rating in the post-call survey, 1 (worst) ..= 5.
+    Satisfaction { score: u8 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -243,7 +317,25 @@ pub enum EngineResult {
     Transcript { id: RequestId, text: String },
     Intent { id: RequestId, intent: IntentResult },
     Speech { id: RequestId, audio: Vec<f32> },
+    /// One complete sentence of an escalated turn's answer, in order.
+    ClusterSentence { id: RequestId, text: String },
+    /// The escalated turn's answer is over (the last result for its id).
+    ClusterDone { id: RequestId, outcome: ClusterTurnOutcome },
     Failed { id: RequestId, error: String },
+}
+
+impl EngineResult {
+    /// The request this result answers.
+    pub fn id(&self) -> RequestId {
+        match self {
+            EngineResult::Transcript { id, .. }
+            | EngineResult::Intent { id, .. }
+            | EngineResult::Speech { id, .. }
+            | EngineResult::ClusterSentence { id, .. }
+            | EngineResult::ClusterDone { id, .. }
+            | EngineResult::Failed { id, .. } => *id,
+        }
+    }
 }
 
 /// Counters over the whole call.
@@ -258,6 +350,14 @@ pub struct CallCounters {
     pub speculation_discarded: u32,
     pub fillers: u32,
     pub engine_failures: u32,
+    /// Turns sent to the cluster.
+    pub escalations: u32,
+    /// Escalated turns the edge answered after all (deadline or failure).
+    pub cluster_fallbacks: u32,
+    /// Escalations that ended in an error (before or after speaking).
+    pub cluster_failures: u32,
+    /// Turns the router handed to a person.
+    pub handoffs: u32,
 }
 
 /// What an in-flight request is for.
@@ -270,6 +370,10 @@ enum Purpose {
     Filler,
     Greeting,
     Probe,
+    Escalation { turn: u64 },
+    ClusterSpeech { turn: u64 },
+    SurveyPrompt,
+    SurveyThanks,
 }
 
 /// Decides whether a 20 ms caller frame is speech. Production uses the
@@ -308,7 +412,18 @@ struct PendingTurn {
     task: Option<String>,
     task_events: Vec<TaskEvent>,
     audio: Option<Vec<f32>>,
+    /// The speech request for `reply_text`.
+    reply_request: Option<RequestId>,
     filler: bool,
+    /// The flow did not understand this turn ([`FlowReply::fallback`]).
+    not_understood: bool,
+    route: Option<RouteDecision>,
+    tier: TurnTier,
+    /// Routed to the cluster and not (yet) fallen back: the flow's reply is
+    /// held back.
+    awaiting_cluster: bool,
+    /// How the cluster did, when it failed before its first sentence.
+    cluster_outcome: Option<ClusterTurnOutcome>,
 }
 
 impl PendingTurn {
@@ -333,7 +448,13 @@ impl PendingTurn {
             task: None,
             task_events: Vec::new(),
             audio: None,
+            reply_request: None,
             filler: false,
+            not_understood: false,
+            route: None,
+            tier: TurnTier::Edge,
+            awaiting_cluster: false,
+            cluster_outcome: None,
         }
     }
 }
@@ -344,16 +465,8 @@ enum PlayoutKind {
     Greeting,
     Filler,
     Reply,
-}
-
-/// Playout paused while a caller burst is judged.
-#[derive(Debug)]
-struct Probe {
-    started_at: Instant,
-    audio: Vec<f32>,
-    last_speech_at: Instant,
-    request: Option<RequestId>,
-    transcript: Option<String>,
+    SurveyPrompt,
+    SurveyThanks,
 }
 
 pub struct Call {
@@ -393,6 +506,21 @@ pub struct Call {
     probe: Option<Probe>,
     after_playout: Option<FlowAction>,
     answered_at: Option<Instant>,
+
+    // routing and escalation
+    router: Arc<Router>,
+    cluster_available: bool,
+    /// What was said so far (bounded), for escalations.
+    conversation: VecDeque<ChatMessage>,
+    last_intent: Option<String>,
+    /// Consecutive committed turns with the same intent as the one before.
+    repeat_streak: u32,
+    /// Consecutive committed turns the flow did not understand.
+    failed_streak: u32,
+    cluster: Option<ClusterStream>,
+
+    survey: Option<SurveyRun>,
+    satisfaction: Option<u8>,
 }
 
 fn ms_between(a: Instant, b: Instant) -> f64 {
@@ -415,6 +543,14 @@ fn to_frames(audio: &[f32]) -> VecDeque<Vec<f32>> {
             f
         })
         .collect()
+}
+
+/// A router with the default [`RouterConfig`] (which is valid by construction).
+fn default_router() -> Arc<Router> {
+    static DEFAULT: std::sync::OnceLock<Arc<Router>> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| Arc::new(Router::new(RouterConfig::default()).expect("the default router config is valid")))
+        .clone()
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -464,8 +600,35 @@ impl Call {
             probe: None,
             after_playout: None,
             answered_at: None,
+            router: default_router(),
+            cluster_available: false,
+            conversation: VecDeque::new(),
+            last_intent: None,
+            repeat_streak: 0,
+            failed_streak: 0,
+            cluster: None,
+            survey: None,
+            satisfaction: None,
             cfg,
         }
+    }
+
+    /// Routes turns with `router` instead of one with the default
+    /// [`RouterConfig`] (share one router between calls).
+    pub fn with_router(mut self, router: Arc<Router>) -> Self {
+        self.router = router;
+        self
+    }
+
+    /// Whether the central cluster can take an escalation now (the driver
+    /// tracks its endpoints' breakers). Off until set.
+    pub fn set_cluster_available(&mut self, available: bool) {
+        self.cluster_available = available;
+    }
+
+    /// The caller's rating from the post-call survey, once keyed.
+    pub fn satisfaction(&self) -> Option<u8> {
+        self.satisfaction
     }
 
     pub fn state(&self) -> CallState {
@@ -489,12 +652,13 @@ impl Call {
         self.outputs.pop_front()
     }
 
-    /// When [`Call::handle_timeout`] must next be called (the next playout frame).
+    /// When [`Call::handle_timeout`] must next be called: the next playout
+    /// frame, the cluster's first-sentence deadline or the survey's.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == CallState::Ended || self.probe.is_some() {
             return None;
         }
-        self.next_frame_at
+        [self.next_frame_at, self.cluster_deadline(), self.survey_deadline()].into_iter().flatten().min()
     }
 
     fn since_answer(&self, t: Instant) -> f64 {
@@ -505,6 +669,7 @@ impl Call {
     pub fn start(&mut self, now: Instant) {
         self.answered_at = Some(now);
         let text = self.session.greeting().to_string();
+        self.remember(ChatMessage::assistant(text.clone()));
         let id = self.request(Purpose::Greeting);
         self.command(Command::Synthesize { id, text });
         self.set_state(CallState::Listening, now);
@@ -549,27 +714,13 @@ impl Call {
             .unwrap_or(0)
     }
 
-    /// Whether a caller frame is our own playout coming back.
-    fn is_echo(&mut self, level: f32, now: Instant) -> bool {
-        let tail = Duration::from_millis(self.cfg.barge_in.echo_tail_ms as u64);
-        while self.played_levels.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > tail) {
-            self.played_levels.pop_front();
-        }
-        let loudest = self.played_levels.iter().map(|(_, l)| *l).fold(0.0f32, f32::max);
-        if loudest <= 0.0 {
-            return false;
-        }
-        let b = &self.cfg.barge_in;
-        let threshold = loudest * 10f32.powf((b.echo_margin_db - b.echo_return_loss_db) / 20.0);
-        level < threshold
-    }
-
     /// One 20 ms caller frame.
     pub fn handle_audio(&mut self, now: Instant, frame: &[f32]) -> Result<(), CallError> {
         if frame.len() != FRAME_SAMPLES {
             return Err(CallError::FrameSize { expected: FRAME_SAMPLES, got: frame.len() });
         }
-        if matches!(self.state, CallState::Ended | CallState::Transferring) {
+        // The survey wants keys: speech starts no turn.
+        if matches!(self.state, CallState::Ended | CallState::Transferring | CallState::Survey) {
             return Ok(());
         }
         let mut speech = self.detector.is_speech(frame);
@@ -610,7 +761,7 @@ impl Call {
                 }
             }
             CallState::CallerSpeaking => self.caller_frame(now, frame, speech),
-            CallState::Transferring | CallState::Ended => {}
+            CallState::Transferring | CallState::Survey | CallState::Ended => {}
         }
         Ok(())
     }
@@ -675,6 +826,10 @@ impl Call {
 
     fn discard_pending(&mut self) {
         if let Some(p) = self.pending.take() {
+            // An escalation not yet speaking belongs to the pending turn.
+            if self.cluster.as_ref().is_some_and(|c| c.turn == p.key) {
+                self.drop_cluster_stream();
+            }
             for id in p.requests {
                 self.cancel(id);
             }
@@ -699,21 +854,28 @@ impl Call {
 
     /// Feeds an engine result.
     pub fn handle_engine(&mut self, now: Instant, result: EngineResult) {
-        let id = match &result {
-            EngineResult::Transcript { id, .. }
-            | EngineResult::Intent { id, .. }
-            | EngineResult::Speech { id, .. }
-            | EngineResult::Failed { id, .. } => *id,
+        let id = result.id();
+        // An escalation streams several results; it is done at ClusterDone.
+        let purpose = match result {
+            EngineResult::ClusterSentence { .. } => self.inflight.get(&id).copied(),
+            _ => self.inflight.remove(&id),
         };
-        let Some(purpose) = self.inflight.remove(&id) else { return }; // cancelled or unknown
+        let Some(purpose) = purpose else { return }; // cancelled or unknown
         if self.state == CallState::Ended {
             return;
         }
         // A partial hypothesis may be shed under load; only work the call
-        // depends on counts as a failure.
-        if let (EngineResult::Failed { error, .. }, false) = (&result, matches!(purpose, Purpose::Partial)) {
-            self.counters.engine_failures += 1;
-            self.event(CallEvent::EngineFailed { id, error: error.clone() });
+        // depends on counts as a failure. A failed escalation is the
+        // cluster's failure, not the engine's.
+        if let EngineResult::Failed { error, .. } = &result {
+            match purpose {
+                Purpose::Partial => {}
+                Purpose::Escalation { .. } => self.event(CallEvent::EngineFailed { id, error: error.clone() }),
+                _ => {
+                    self.counters.engine_failures += 1;
+                    self.event(CallEvent::EngineFailed { id, error: error.clone() });
+                }
+            }
         }
         match (purpose, result) {
             (Purpose::Partial, EngineResult::Transcript { text, .. }) => {
@@ -751,6 +913,20 @@ impl Call {
                     self.judge_probe(now);
                 }
             }
+            (Purpose::Escalation { turn }, EngineResult::ClusterSentence { text, .. }) => {
+                self.on_cluster_sentence(now, turn, text)
+            }
+            (Purpose::Escalation { turn }, EngineResult::ClusterDone { outcome, .. }) => {
+                self.on_cluster_done(now, turn, outcome)
+            }
+            (Purpose::Escalation { turn }, EngineResult::Failed { error, .. }) => {
+                self.on_cluster_done(now, turn, ClusterTurnOutcome::failed(error))
+            }
+            (Purpose::Escalation { turn }, _) => {
+                self.on_cluster_done(now, turn, ClusterTurnOutcome::failed("unexpected result for an escalation".into()))
+            }
+            (Purpose::ClusterSpeech { turn }, r) => self.on_cluster_speech(now, turn, id, r),
+            (Purpose::SurveyPrompt | Purpose::SurveyThanks, r) => self.on_survey_speech(now, purpose, r),
             _ => {}
         }
     }
@@ -769,7 +945,7 @@ impl Call {
         p.transcript = Some(text.clone());
         if text.trim().is_empty() {
             let reply = self.session.on_no_input();
-            self.set_reply(now, turn, self.session.clone(), reply.text, reply.action, None, Vec::new());
+            self.set_reply(now, turn, self.session.clone(), reply);
             return;
         }
         let id = self.request(Purpose::Intent { turn });
@@ -789,35 +965,26 @@ impl Call {
         let Some(p) = self.pending_for(turn) else { return };
         p.intent_ms = p.intent_started.map(|t| ms_between(t, now));
         let transcript = p.transcript.clone().unwrap_or_default();
-        let dtmf = p.dtmf.clone();
         p.intent = Some(intent.clone());
-        // Speculative turns run on a copy of the flow state, committed at the endpoint.
-        let mut session = self.session.clone();
-        let reply = session.on_turn(&intent.label, &transcript, dtmf.as_deref());
-        self.set_reply(now, turn, session, reply.text, reply.action, reply.task, reply.events);
+        self.route_turn(now, turn, &intent, &transcript);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn set_reply(
-        &mut self,
-        now: Instant,
-        turn: u64,
-        session: FlowSession,
-        text: String,
-        action: FlowAction,
-        task: Option<String>,
-        events: Vec<TaskEvent>,
-    ) {
+    /// Speaks `reply` for the pending turn (the answer, or the fallback of an
+    /// escalated turn); `session` is the flow state after it, committed with the turn.
+    fn set_reply(&mut self, now: Instant, turn: u64, session: FlowSession, reply: FlowReply) {
         let id = self.request(Purpose::Reply { turn });
         let Some(p) = self.pending_for(turn) else { return };
         p.session = Some(session);
-        p.reply_text = Some(text.clone());
-        p.action = Some(action);
-        p.task = task;
-        p.task_events = events;
+        p.reply_text = Some(reply.text.clone());
+        p.action = Some(reply.action);
+        p.task = reply.task;
+        p.task_events = reply.events;
+        p.not_understood = reply.fallback;
         p.requests.push(id);
+        p.reply_request = Some(id);
         p.tts_started = Some(now);
-        self.command(Command::Synthesize { id, text });
+        p.audio = None;
+        self.command(Command::Synthesize { id, text: reply.text });
     }
 
     fn on_reply_audio(&mut self, now: Instant, turn: u64, result: EngineResult) {
@@ -833,32 +1000,45 @@ impl Call {
 
     /// At the endpoint with the answer ready: commit the turn and play it.
     fn try_release_reply(&mut self, now: Instant) {
-        let ready = self.pending.as_ref().is_some_and(|p| p.endpoint_at.is_some() && p.audio.is_some());
+        if self.pending.as_ref().is_some_and(|p| p.endpoint_at.is_some() && p.awaiting_cluster) {
+            self.start_escalation(now);
+        }
+        let ready = self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.endpoint_at.is_some() && p.audio.is_some() && !p.awaiting_cluster);
         if !ready {
             return;
         }
-        let p = self.pending.take().expect("checked");
-        if let Some(session) = p.session {
+        let mut p = self.pending.take().expect("checked");
+        if let Some(session) = p.session.take() {
             self.session = session;
         }
         self.counters.turns += 1;
         let turn = self.counters.turns;
-        let transcript = p.transcript.clone().unwrap_or_default();
-        let reply = p.reply_text.clone().unwrap_or_default();
-        self.event(CallEvent::Transcript { turn, text: transcript.clone() });
-        self.event(CallEvent::AgentReply { turn, text: reply.clone() });
-        let endpoint_at = p.endpoint_at.expect("checked");
-        let record = TurnRecord {
+        let record = self.turn_record(&mut p, turn);
+        self.event(CallEvent::Transcript { turn, text: record.transcript.clone() });
+        self.event(CallEvent::AgentReply { turn, text: record.reply.clone() });
+        self.note_committed_turn(&record, p.not_understood);
+        self.remember(ChatMessage::assistant(record.reply.clone()));
+        self.after_playout = p.action;
+        self.release(now, p.audio.unwrap_or_default(), record, p.speech_end_at);
+    }
+
+    /// The committed turn's record so far (its reply and timings to come).
+    fn turn_record(&self, p: &mut PendingTurn, turn: u32) -> TurnRecord {
+        let endpoint_at = p.endpoint_at.unwrap_or(p.speech_end_at);
+        let mut record = TurnRecord {
             turn,
-            transcript,
+            transcript: p.transcript.clone().unwrap_or_default(),
             intent: p.intent.as_ref().map(|i| i.label.clone()).filter(|l| !l.is_empty()),
             intent_confidence: p.intent.as_ref().map(|i| i.confidence).unwrap_or(0.0),
             intent_margin: p.intent.as_ref().map(|i| i.margin).unwrap_or(0.0),
-            reply,
+            reply: p.reply_text.clone().unwrap_or_default(),
             action: p.action,
-            task: p.task,
-            task_events: p.task_events,
-            dtmf: p.dtmf,
+            task: p.task.clone(),
+            task_events: std::mem::take(&mut p.task_events),
+            dtmf: p.dtmf.clone(),
             end_of_utterance_ms: ms_between(p.speech_end_at, endpoint_at),
             asr_ms: p.asr_ms,
             intent_ms: p.intent_ms,
@@ -869,14 +1049,25 @@ impl Call {
             barged_in: false,
             speech_end_ms: self.since_answer(p.speech_end_at),
             completed_ms: 0.0,
+            tier: p.tier,
+            route_reason: p.route.map(|r| r.reason),
+            difficulty: p.route.map(|r| r.difficulty),
+            escalated: matches!(p.tier, TurnTier::Cluster | TurnTier::EdgeFallback),
+            ..TurnRecord::default()
         };
-        self.after_playout = p.action;
-        let audio = p.audio.unwrap_or_default();
+        if let Some(outcome) = &p.cluster_outcome {
+            outcome.add_to(&mut record);
+        }
+        record
+    }
+
+    /// Plays a committed turn's first audio, after the filler if one is playing.
+    fn release(&mut self, now: Instant, audio: Vec<f32>, record: TurnRecord, speech_end_at: Instant) {
         if self.playing == Some(PlayoutKind::Filler) {
             // Let the filler finish; the reply follows it.
-            self.queued_reply = Some((audio, record, p.speech_end_at));
+            self.queued_reply = Some((audio, record, speech_end_at));
         } else {
-            self.start_reply_playout(now, audio, record, p.speech_end_at);
+            self.start_reply_playout(now, audio, record, speech_end_at);
         }
     }
 
@@ -885,6 +1076,8 @@ impl Call {
         // The first frame leaves now: voice-to-voice is measured at send time.
         record.voice_to_voice_ms = Some(ms_between(speech_end_at, now));
         self.completed_turn = Some(record);
+        // Cluster sentences that arrived while the filler played follow at once.
+        self.feed_cluster_playout();
         self.flush_first_frame(now);
     }
 
@@ -893,7 +1086,9 @@ impl Call {
         self.playing = Some(kind);
         self.first_frame_sent = false;
         self.next_frame_at = Some(now);
-        self.set_state(CallState::AgentSpeaking, now);
+        if self.state != CallState::Survey {
+            self.set_state(CallState::AgentSpeaking, now);
+        }
     }
 
     fn flush_first_frame(&mut self, now: Instant) {
@@ -902,9 +1097,15 @@ impl Call {
         }
     }
 
-    /// Drives playout pacing and the filler timer.
+    /// Drives playout pacing, the filler timer and the cluster's and the
+    /// survey's deadlines.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == CallState::Ended || self.probe.is_some() {
+            return;
+        }
+        self.check_cluster_deadline(now);
+        if self.state == CallState::Survey && self.playing.is_none() {
+            self.check_survey_deadline(now);
             return;
         }
         // No dead air: a filler when the answer is slow.
@@ -935,6 +1136,11 @@ impl Call {
                     self.first_frame_sent = true;
                     self.next_frame_at = Some(due + FRAME);
                 }
+                // A cluster answer still streaming: wait for its next sentence.
+                None if self.playing == Some(PlayoutKind::Reply) && self.cluster_reply_open() => {
+                    self.next_frame_at = Some(now + FRAME);
+                    break;
+                }
                 None => {
                     self.playout_finished(now);
                     break;
@@ -955,7 +1161,12 @@ impl Call {
             self.next_frame_at = Some(now + FRAME);
             return;
         }
+        if let Some(kind @ (PlayoutKind::SurveyPrompt | PlayoutKind::SurveyThanks)) = kind {
+            self.survey_playout_finished(now, kind);
+            return;
+        }
         if kind == Some(PlayoutKind::Reply) {
+            self.finish_cluster_stream();
             if let Some(mut record) = self.completed_turn.take() {
                 record.completed_ms = self.since_answer(now);
                 self.event(CallEvent::TurnCompleted(record));
@@ -968,6 +1179,9 @@ impl Call {
                 }
                 Some(FlowAction::EndCall) => {
                     self.session.on_call_event(crate::flow::CompletionCriterion::CallerEnded);
+                    if self.start_survey(now) {
+                        return;
+                    }
                     self.command(Command::Hangup);
                     self.end(now);
                     return;
@@ -989,86 +1203,19 @@ impl Call {
         self.queued_reply = None;
     }
 
-    fn pause_for_probe(&mut self, now: Instant) {
-        let mut audio: Vec<f32> = self.preroll.drain(..).collect();
-        audio.shrink_to_fit();
-        self.probe = Some(Probe { started_at: now, audio, last_speech_at: now, request: None, transcript: None });
-        self.event(CallEvent::PlayoutPaused);
-    }
-
-    fn probe_frame(&mut self, now: Instant, frame: &[f32], speech: bool) {
-        let cfg = self.cfg.barge_in.clone();
-        let Some(p) = &mut self.probe else { return };
-        p.audio.extend_from_slice(frame);
-        if speech {
-            p.last_speech_at = now;
-        }
-        let burst_ms = ms_between(p.started_at, p.last_speech_at) + cfg.min_speech_ms as f64;
-        let silent_ms = ms_between(p.last_speech_at, now);
-        if burst_ms > cfg.backchannel_max_ms as f64 {
-            self.confirm_barge_in(now);
-        } else if silent_ms >= 200.0 && p.request.is_none() {
-            // The burst is over: was it a backchannel?
-            let audio: Arc<[f32]> = p.audio.clone().into();
-            let id = self.request(Purpose::Probe);
-            if let Some(p) = &mut self.probe {
-                p.request = Some(id);
-            }
-            self.command(Command::Transcribe { id, audio, partial: true, prompt: None });
-        }
-    }
-
-    fn judge_probe(&mut self, now: Instant) {
-        let heard = self.probe.as_ref().and_then(|p| p.transcript.clone()).unwrap_or_default();
-        let words: Vec<String> = heard
-            .to_lowercase()
-            .split(|c: char| c.is_whitespace() || c == ',' || c == '.' || c == '!' || c == '?')
-            .filter(|w| !w.is_empty())
-            .map(String::from)
-            .collect();
-        let backchannel = words.iter().all(|w| self.cfg.barge_in.backchannel_words.iter().any(|b| b == w));
-        if backchannel {
-            // Nothing said, or only "mm-hm": resume where we paused.
-            self.probe = None;
-            self.counters.false_barge_ins += 1;
-            self.event(CallEvent::PlayoutResumed { heard });
-            self.next_frame_at = Some(now);
-            self.handle_timeout(now);
-        } else {
-            self.confirm_barge_in(now);
-        }
-    }
-
-    /// The caller really interrupted: drop the rest of the reply and listen.
-    fn confirm_barge_in(&mut self, now: Instant) {
-        let Some(p) = self.probe.take() else { return };
-        if let Some(id) = p.request {
-            self.cancel(id);
-        }
-        self.counters.barge_ins += 1;
-        self.event(CallEvent::BargeIn);
-        if let Some(mut record) = self.completed_turn.take() {
-            record.barged_in = true;
-            record.completed_ms = self.since_answer(now);
-            self.event(CallEvent::TurnCompleted(record));
-        }
-        self.after_playout = None;
-        self.stop_playout();
-        self.next_frame_at = None;
-        self.utterance = p.audio;
-        self.last_speech_at = Some(p.last_speech_at);
-        self.onset_ms = 0;
-        self.set_state(CallState::CallerSpeaking, now);
-    }
-
     /// A DTMF digit (RFC 4733 or SIP INFO). `#` ends an entry.
     pub fn handle_dtmf(&mut self, now: Instant, digit: char) {
         if matches!(self.state, CallState::Ended | CallState::Transferring) || !"0123456789*#".contains(digit) {
             return;
         }
+        if self.state == CallState::Survey {
+            self.survey_key(now, digit);
+            return;
+        }
         if self.state == CallState::AgentSpeaking {
             // Keying during a prompt interrupts it.
             self.probe = None;
+            self.abandon_cluster_reply();
             self.stop_playout();
             if let Some(mut record) = self.completed_turn.take() {
                 record.barged_in = true;
@@ -1096,7 +1243,7 @@ impl Call {
         let mut session = self.session.clone();
         let reply = session.on_turn("", "", Some(&digits));
         self.set_state(CallState::Thinking, now);
-        self.set_reply(now, key, session, reply.text, reply.action, reply.task, reply.events);
+        self.set_reply(now, key, session, reply);
     }
 
     /// The far end hung up (or the transport lost the call).
@@ -1114,6 +1261,9 @@ impl Call {
     }
 
     fn end(&mut self, now: Instant) {
+        // A cluster answer cut short keeps what it said and cost so far.
+        self.finish_cluster_stream();
+        self.cluster = None;
         // A reply cut short by the hang-up still counts as a turn.
         if let Some(mut record) = self.completed_turn.take() {
             record.completed_ms = self.since_answer(now);
@@ -1125,6 +1275,7 @@ impl Call {
         }
         self.pending = None;
         self.probe = None;
+        self.survey = None;
         self.stop_playout();
         self.next_frame_at = None;
         self.set_state(CallState::Ended, now);

@@ -246,7 +246,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
-            human_intents: strings(&["agent_handoff"]),
+            human_intents: strings(&["human_agent"]),
             human_phrases: strings(&[
                 "speak to a human",
                 "talk to a human",
@@ -601,7 +601,7 @@ mod tests {
     #[test]
     fn human_intent_goes_to_a_person() {
         let mut f = confident("can I get some help");
-        f.intent = Some("agent_handoff");
+        f.intent = Some("human_agent");
         let d = router().decide(&f);
         assert_eq!((d.tier, d.reason), (Tier::Human, RouteReason::HumanIntent));
     }

@@ -6,11 +6,13 @@
 //! fill (an order number from spoken digits or DTMF), the tasks a caller can
 //! complete and their completion criteria, and the replies. This module
 //! parses and validates flows; [`session::FlowSession`] is the per-call
-//! dialogue state that turns an intent into a reply. Pure: no IO beyond
-//! reading the flow file, no clocks.
+//! dialogue state that turns an intent into a reply; [`survey::SurveySpec`]
+//! is the optional post-call satisfaction survey. Pure: no IO beyond reading
+//! the flow file, no clocks.
 
 pub mod session;
 pub mod slots;
+pub mod survey;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use session::{FlowAction, FlowReply, FlowSession, TaskEvent};
+pub use survey::SurveySpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
@@ -146,6 +149,9 @@ pub struct Flow {
     pub slots: Vec<SlotSpec>,
     #[serde(rename = "task", default)]
     pub tasks: Vec<TaskSpec>,
+    /// Asked after the goodbye of a call the flow ends (not after transfers).
+    #[serde(default)]
+    pub survey: Option<SurveySpec>,
 }
 
 /// The flows shipped inside the binary, by name.
@@ -208,6 +214,17 @@ impl Flow {
 
     pub fn slot(&self, name: &str) -> Option<&SlotSpec> {
         self.slots.iter().find(|s| s.name == name)
+    }
+
+    /// The catch-all intent: the last one, whose reply answers labels the
+    /// flow does not know.
+    pub fn fallback_intent(&self) -> Option<&IntentSpec> {
+        self.intents.last()
+    }
+
+    /// The first intent that hands the caller to a person, if any.
+    pub fn transfer_intent(&self) -> Option<&IntentSpec> {
+        self.intents.iter().find(|i| i.action == IntentAction::Transfer)
     }
 
     /// Few-shot examples, taken round-robin across intents so no intent
@@ -289,6 +306,9 @@ impl Flow {
             }
             let slots: BTreeMap<String, String> = task.requires.iter().map(|s| (s.clone(), "0".into())).collect();
             render(&task.reply, &slots).map_err(|e| format!("{key}.reply: {e}"))?;
+        }
+        if let Some(survey) = &self.survey {
+            survey.validate()?;
         }
         Ok(())
     }

@@ -33,6 +33,9 @@ pub struct FlowReply {
     /// The task this turn worked on, if any.
     pub task: Option<String>,
     pub events: Vec<TaskEvent>,
+    /// The turn was not understood: nothing heard, the catch-all reply, or a
+    /// slot asked for again. Consecutive ones make the conversation "stuck".
+    pub fallback: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,7 +79,33 @@ impl FlowSession {
 
     /// Nothing intelligible was said.
     pub fn on_no_input(&self) -> FlowReply {
-        FlowReply { text: self.flow.no_input_reply.clone(), action: FlowAction::Continue, task: None, events: vec![] }
+        FlowReply {
+            text: self.flow.no_input_reply.clone(),
+            action: FlowAction::Continue,
+            task: None,
+            events: vec![],
+            fallback: true,
+        }
+    }
+
+    /// Where the dialogue is, as one word for the router's `edge_states` and
+    /// the cluster's context: the slot being asked for, else the pending
+    /// task, else `idle`.
+    pub fn state_label(&self) -> String {
+        let Some(task) = self.pending_task.as_deref() else { return "idle".into() };
+        self.flow
+            .task(task)
+            .and_then(|t| t.requires.iter().find(|s| !self.slots.contains_key(*s)))
+            .cloned()
+            .unwrap_or_else(|| task.to_string())
+    }
+
+    /// The router hands the turn to a person: the flow's transfer intent
+    /// answers it (its hand-off line, its task attempted). `None` when the
+    /// flow has no transfer intent.
+    pub fn on_handoff(&mut self, transcript: &str) -> Option<FlowReply> {
+        let intent = self.flow.transfer_intent()?.name.clone();
+        Some(self.on_turn(&intent, transcript, None))
     }
 
     /// A caller turn: the classified intent, what was said, DTMF keyed (if any).
@@ -95,7 +124,9 @@ impl FlowSession {
         };
 
         let Some(task_name) = task_name else {
-            let spec = spec.or_else(|| flow.intents.last()).expect("validated flows have intents");
+            let catch_all = flow.fallback_intent().expect("validated flows have intents");
+            let fallback = spec.is_none_or(|s| s.name == catch_all.name);
+            let spec = spec.unwrap_or(catch_all);
             let text = spec.reply.clone().unwrap_or_default();
             let action = match spec.action {
                 IntentAction::Reply => FlowAction::Continue,
@@ -105,7 +136,7 @@ impl FlowSession {
             if action != FlowAction::Continue {
                 self.pending_task = None;
             }
-            return FlowReply { text, action, task: None, events };
+            return FlowReply { text, action, task: None, events, fallback };
         };
 
         let task = flow.task(&task_name).expect("validated flows reference existing tasks");
@@ -140,8 +171,9 @@ impl FlowSession {
             // Retry wording only when this task already asked for the slot.
             let asked_before = self.pending_task.as_deref() == Some(task.name.as_str());
             self.pending_task = Some(task.name.clone());
-            let text = if heard_something || asked_before { slot.retry_prompt.clone() } else { slot.prompt.clone() };
-            return FlowReply { text, action: FlowAction::Continue, task: Some(task.name.clone()), events };
+            let retry = heard_something || asked_before;
+            let text = if retry { slot.retry_prompt.clone() } else { slot.prompt.clone() };
+            return FlowReply { text, action: FlowAction::Continue, task: Some(task.name.clone()), events, fallback: retry };
         }
 
         self.pending_task = None;
@@ -157,7 +189,7 @@ impl FlowSession {
             self.completed.push(task.name.clone());
             events.push(TaskEvent::Completed { task: task.name.clone() });
         }
-        FlowReply { text, action: flow_action, task: Some(task.name.clone()), events }
+        FlowReply { text, action: flow_action, task: Some(task.name.clone()), events, fallback: false }
     }
 
     /// The transport reports that a transfer was accepted or the caller ended
@@ -242,6 +274,38 @@ mod tests {
         let mut s = session();
         let r = s.on_turn("not_a_label", "blah", None);
         assert_eq!(r.action, FlowAction::Continue);
+        assert!(r.fallback);
         assert_eq!(Some(r.text), s.flow().intent("other").unwrap().reply.clone());
+    }
+
+    #[test]
+    fn fallback_marks_turns_not_understood() {
+        let mut s = session();
+        assert!(s.on_no_input().fallback);
+        assert!(s.on_turn("other", "what's the weather", None).fallback, "the catch-all intent");
+        let first_ask = s.on_turn("order_status", "where is my order", None);
+        assert!(!first_ask.fallback, "asking for a slot the first time is progress");
+        assert!(s.on_turn("other", "I don't know it", None).fallback, "asked again");
+        assert!(!s.on_turn("other", "four five six seven eight nine", None).fallback);
+    }
+
+    #[test]
+    fn state_label_names_the_awaited_slot() {
+        let mut s = session();
+        assert_eq!(s.state_label(), "idle");
+        s.on_turn("order_status", "where is my order", None);
+        assert_eq!(s.state_label(), "order_number");
+        s.on_turn("other", "four five six seven eight nine", None);
+        assert_eq!(s.state_label(), "idle");
+    }
+
+    #[test]
+    fn handoff_speaks_the_flows_transfer_line() {
+        let mut s = session();
+        s.on_turn("order_status", "where is my order", None);
+        let r = s.on_handoff("just get me a real person").expect("retail has a transfer intent");
+        assert_eq!(r.action, FlowAction::Transfer);
+        assert_eq!(r.task.as_deref(), Some("human_agent"));
+        assert_eq!(s.pending_task(), None);
     }
 }

@@ -19,6 +19,7 @@ use crate::flow::{Flow, FlowError, FlowSource};
 use crate::media::vad::VadConfig;
 use crate::models::{default_models_dir, Manifest};
 use crate::ops::logging::LoggingConfig;
+use crate::call::router::RouterConfig;
 use crate::ops::network_config::{ClusterConfig, CollectorConfig, HttpConfig, SipConfig};
 
 const EMBEDDED: &str = include_str!("../../configs/voice-edge.toml");
@@ -93,6 +94,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub sip: SipConfig,
     pub http: HttpConfig,
+    pub router: RouterConfig,
     pub cluster: ClusterConfig,
     pub collector: CollectorConfig,
     /// Where the config came from, for messages.
@@ -151,6 +153,7 @@ impl Config {
         self.engine.validate()?;
         self.logging.validate()?;
         self.sip.validate()?;
+        self.router.validate()?;
         self.cluster.validate()?;
         self.collector.validate()?;
         if self.asr.model.trim().is_empty() {

@@ -71,7 +71,11 @@ pub fn init(cfg: &LoggingConfig) -> Result<(), String> {
             .with_syslog_identifier("voice-edge".into());
         registry.with(layer).try_init().map_err(|e| e.to_string())?;
     } else {
-        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+        use std::io::IsTerminal;
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal());
         registry.with(fmt).try_init().map_err(|e| e.to_string())?;
     }
     route_native_logs();

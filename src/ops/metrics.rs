@@ -158,6 +158,8 @@ Tier, "tier", {
     Cluster => "cluster",
     /// The cluster was chosen but missed its deadline; the edge answered.
     EdgeFallback => "edge_fallback",
+    /// Handed to a person.
+    Human => "human",
 });
 label_enum!(
 /// Why an outcome event was not stored.

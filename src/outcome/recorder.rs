@@ -20,9 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use super::event::{
     CallRecord, Channel, Cost, Difficulty, Escalations, EventError, FlowRef, IntentDecision, LatencySummary,
-    OutcomeEvent, ReplyAction, Resolution, TaskEventRecord, Timestamp, TurnLatency, TurnRecord, SCHEMA_VERSION,
+    OutcomeEvent, ReplyAction, Resolution, RouterDecision, TaskEventRecord, Timestamp, TurnLatency, TurnRecord, SCHEMA_VERSION,
 };
-use crate::call::{CallCounters, TurnRecord as CallTurn};
+use crate::call::{CallCounters, TurnRecord as CallTurn, TurnTier};
 use crate::flow::{FlowAction, TaskEvent};
 
 /// Everything the recorder needs to know about one finished call.
@@ -63,7 +63,7 @@ fn turn_record(f: &CallFacts<'_>, t: &CallTurn) -> TurnRecord {
             confidence: f64::from(t.intent_confidence).clamp(0.0, 1.0),
             margin: f64::from(t.intent_margin).clamp(0.0, 1.0),
         }),
-        router: None,
+        router: t.route_reason.map(|reason| RouterDecision { tier: t.tier.as_str().to_string(), reason: reason.to_string() }),
         reply: t.reply.clone(),
         action: match t.action {
             Some(FlowAction::Transfer) => ReplyAction::Transfer,
@@ -95,9 +95,13 @@ fn turn_record(f: &CallFacts<'_>, t: &CallTurn) -> TurnRecord {
 fn turn_cost(t: &CallTurn) -> Cost {
     Cost {
         local_inference_ms: t.asr_ms.unwrap_or(0.0) + t.intent_ms.unwrap_or(0.0) + t.tts_ms.unwrap_or(0.0),
-        ..Cost::default()
+        cluster_prompt_tokens: t.cluster_prompt_tokens,
+        cluster_completion_tokens: t.cluster_completion_tokens,
+        cluster_reasoning_tokens: t.cluster_reasoning_tokens,
     }
 }
+
+
 
 /// The outcome events of a finished call: one per turn, then the call's.
 pub fn call_events(f: &CallFacts<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
@@ -108,8 +112,11 @@ pub fn call_events(f: &CallFacts<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
         events.push(OutcomeEvent::turn(f.node_id, turn_record(f, t))?);
     }
 
+    let by_cluster = f.turns.iter().any(|t| t.tier == TurnTier::Cluster);
     let resolution = if f.transferred {
         Resolution::Transferred
+    } else if !f.tasks_completed.is_empty() && by_cluster {
+        Resolution::ByCluster
     } else if !f.tasks_completed.is_empty() {
         Resolution::AtEdge
     } else if !f.turns.is_empty() && f.counters.engine_failures as usize >= f.turns.len() {
@@ -130,7 +137,18 @@ pub fn call_events(f: &CallFacts<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
     features.insert("barge_ins".to_string(), f64::from(f.counters.barge_ins));
     features.insert("fillers".to_string(), f64::from(f.counters.fillers));
     features.insert("turns".to_string(), f.turns.len() as f64);
-    let score = (uncertainty + 0.1 * f64::from(f.counters.barge_ins) + 0.05 * f64::from(f.counters.fillers)).clamp(0.0, 1.0);
+    let routed: Vec<f64> = f.turns.iter().filter_map(|t| t.difficulty).map(f64::from).collect();
+    let router_difficulty = if routed.is_empty() { 0.0 } else { routed.iter().copied().fold(0.0, f64::max) };
+    features.insert("router_difficulty_max".to_string(), router_difficulty);
+    let score = (uncertainty + 0.1 * f64::from(f.counters.barge_ins) + 0.05 * f64::from(f.counters.fillers))
+        .max(router_difficulty)
+        .clamp(0.0, 1.0);
+    let tiers: Vec<String> = f
+        .turns
+        .iter()
+        .filter(|t| t.tier != TurnTier::Edge)
+        .map(|t| t.tier.as_str().to_string())
+        .collect();
 
     let mut intents: Vec<String> = Vec::new();
     for t in f.turns {
@@ -158,7 +176,7 @@ pub fn call_events(f: &CallFacts<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
         tasks_completed: f.tasks_completed.to_vec(),
         resolution,
         resolution_time_ms,
-        escalations: Escalations::default(),
+        escalations: Escalations { count: tiers.len() as u32, tiers },
         difficulty: Difficulty { score, features },
         latency: LatencySummary::from_samples(&v2v),
         cost,

@@ -27,9 +27,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::outcome_sink::OutcomeSink;
+use super::cluster::ClusterClient;
+use super::live_call::CallServices;
 use super::node_metrics;
 use super::shipper::{Shipper, ShipperConfig, ShipperStats};
 use super::sip::{SipControl, SipServer};
+use crate::call::router::Router;
 use crate::engine::pool::EnginePool;
 use crate::engine::EngineLoadError;
 use crate::flow::Flow;
@@ -66,6 +69,9 @@ pub type FlowTable = HashMap<String, Arc<Flow>>;
 pub struct Node {
     pub node_id: String,
     pub pool: Arc<EnginePool>,
+    /// The central cluster, when `[cluster]` lists endpoints.
+    pub cluster: Option<Arc<ClusterClient>>,
+    router: RwLock<Arc<Router>>,
     pub sink: OutcomeSink,
     pub metrics: Arc<Metrics>,
     config: RwLock<Arc<Config>>,
@@ -86,6 +92,15 @@ impl Node {
 
     pub fn flows(&self) -> Arc<FlowTable> {
         self.flows.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// What a new call needs: engine, router, cluster (on this runtime).
+    pub fn call_services(&self) -> CallServices {
+        CallServices {
+            pool: self.pool.clone(),
+            router: self.router.read().unwrap_or_else(|e| e.into_inner()).clone(),
+            cluster: self.cluster.clone().map(|c| (c, tokio::runtime::Handle::current())),
+        }
     }
 
     /// A fresh engine call id.
@@ -159,9 +174,19 @@ async fn run(
     }
 
     let metrics = Arc::new(Metrics::new(&cfg.node.id));
+    let router = Router::new(cfg.router.clone()).map_err(|e| DaemonError::Setup(format!("router: {e}")))?;
+    let cluster = if cfg.cluster.endpoints.is_empty() {
+        None
+    } else {
+        let client = ClusterClient::new(&cfg.cluster).map_err(|e| DaemonError::Setup(format!("cluster: {e}")))?;
+        tracing::info!(endpoints = cfg.cluster.endpoints.len(), "central cluster configured");
+        Some(Arc::new(client))
+    };
     let node = Arc::new(Node {
         node_id: cfg.node.id.clone(),
         pool,
+        cluster,
+        router: RwLock::new(Arc::new(router)),
         sink: OutcomeSink::new(spool, shipper_notify),
         metrics: metrics.clone(),
         config: RwLock::new(Arc::new(cfg.clone())),
@@ -269,6 +294,7 @@ async fn reload(node: &Arc<Node>, path: Option<&std::path::Path>, sip: &tokio::s
                 (old.http.listen != cfg.http.listen, "http.listen"),
                 (old.models != cfg.models || old.asr != cfg.asr || old.intent != cfg.intent || old.tts != cfg.tts, "models"),
                 (old.collector != cfg.collector, "collector"),
+                (old.cluster != cfg.cluster, "cluster"),
             ];
             for (changed, key) in restart_needed {
                 if changed {
@@ -278,6 +304,10 @@ async fn reload(node: &Arc<Node>, path: Option<&std::path::Path>, sip: &tokio::s
             let names: Vec<&String> = flows.keys().collect();
             tracing::info!(flows = ?names, trunks = cfg.sip.trunks.len(), "config reloaded");
             let sip_cfg = cfg.sip.clone();
+            match Router::new(cfg.router.clone()) {
+                Ok(r) => *node.router.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(r),
+                Err(e) => tracing::error!(error = %e, "router config refused; the running router stays"),
+            }
             *node.flows.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(flows);
             *node.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
             let _ = sip.send(SipControl::Reload(Box::new(sip_cfg))).await;

@@ -9,20 +9,52 @@
 //! fed to the [`Call`] at the next tick (or at once, by a driver that awaits
 //! [`LiveCall::engine_results`]). When the call is over, [`LiveCall::finish`]
 //! returns the summary the outcome recorder needs.
+//!
+//! Escalated turns (`Command::Escalate`) stream from the central cluster on
+//! the async runtime given in [`CallServices`]: each sentence comes back as
+//! `ClusterSentence`, then one `ClusterDone`; a cancelled escalation's task
+//! is aborted. Without a cluster the router never escalates (the call is
+//! told the cluster is unavailable).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use std::collections::HashMap;
 
-use crate::call::{Call, CallConfig, CallCounters, CallEvent, CallState, Command, EngineResult, Output, RequestId, TurnRecord};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::call::router::Router;
+use crate::call::{
+    Call, CallConfig, CallCounters, CallEvent, CallState, ClusterTurnOutcome, Command, EngineResult, Output, RequestId,
+    TurnRecord,
+};
 use crate::engine::pool::{CallId, EnginePool, Job, SubmitError};
 use crate::flow::{Flow, FlowSession};
 use crate::media::vad::VadConfig;
-use crate::outcome::event::Channel;
+use crate::outcome::event::{Channel, SatisfactionRecord, SurveyMethod, Timestamp, SCHEMA_VERSION};
 use crate::outcome::recorder::CallFacts;
 use crate::outcome::{EventError, OutcomeEvent};
+use crate::proto::openai::{ChatMessage, TurnContext};
+use crate::runtime::cluster::{ClusterChunk, ClusterClient, ClusterOutcome, ClusterRequest};
+
+/// What every call on a node shares besides the engine: the router, and
+/// the central cluster with the runtime its requests run on.
+#[derive(Clone)]
+pub struct CallServices {
+    pub pool: Arc<EnginePool>,
+    pub router: Arc<Router>,
+    pub cluster: Option<(Arc<ClusterClient>, tokio::runtime::Handle)>,
+}
+
+impl CallServices {
+    /// The engine alone: the default router, no cluster (offline harnesses).
+    pub fn edge_only(pool: Arc<EnginePool>) -> CallServices {
+        let router = Router::new(Default::default()).expect("the default router config is valid");
+        CallServices { pool, router: Arc::new(router), cluster: None }
+    }
+}
 
 /// What the driver must do after a tick.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +87,8 @@ pub struct CallSummary {
     pub transferred: bool,
     /// The engine refused work (saturated) this many times.
     pub refused: u32,
+    /// The caller's rating (1-5) from the post-call survey.
+    pub satisfaction: Option<u8>,
 }
 
 /// Where a call came from, for its outcome records.
@@ -70,7 +104,7 @@ pub struct CallOrigin<'a> {
 impl CallSummary {
     /// The call's outcome events: one per turn, then the call's.
     pub fn outcome_events(&self, origin: CallOrigin<'_>) -> Result<Vec<OutcomeEvent>, EventError> {
-        crate::outcome::recorder::call_events(&CallFacts {
+        let mut events = crate::outcome::recorder::call_events(&CallFacts {
             node_id: origin.node_id,
             call_id: origin.call_id,
             channel: origin.channel,
@@ -85,7 +119,21 @@ impl CallSummary {
             tasks_completed: &self.tasks_completed,
             counters: &self.counters,
             transferred: self.transferred,
-        })
+        })?;
+        if let Some(score) = self.satisfaction {
+            let method = if origin.channel == Channel::Webrtc { SurveyMethod::WidgetRating } else { SurveyMethod::DtmfSurvey };
+            events.push(OutcomeEvent::satisfaction(
+                origin.node_id,
+                SatisfactionRecord {
+                    schema_version: SCHEMA_VERSION,
+                    call_id: origin.call_id.to_string(),
+                    score,
+                    method,
+                    time: Timestamp::from_system_time(self.ended_at),
+                },
+            )?);
+        }
+        Ok(events)
     }
 }
 
@@ -94,6 +142,8 @@ pub struct LiveCall {
     id: CallId,
     flow: Arc<Flow>,
     pool: Arc<EnginePool>,
+    cluster: Option<(Arc<ClusterClient>, tokio::runtime::Handle)>,
+    escalations: HashMap<RequestId, JoinHandle<()>>,
     reply_tx: UnboundedSender<EngineResult>,
     reply_rx: UnboundedReceiver<EngineResult>,
     turns: Vec<TurnRecord>,
@@ -106,7 +156,7 @@ impl LiveCall {
     /// Answers: the call starts (greeting, timers) at `now`; `answered_at`
     /// is the same moment on the wall clock, for the outcome records.
     pub fn start(
-        pool: Arc<EnginePool>,
+        services: &CallServices,
         id: CallId,
         flow: Arc<Flow>,
         call_cfg: CallConfig,
@@ -115,9 +165,23 @@ impl LiveCall {
         answered_at: SystemTime,
     ) -> LiveCall {
         let (reply_tx, reply_rx) = unbounded_channel();
-        let mut call = Call::new(call_cfg, vad, FlowSession::new(flow.clone()));
+        let mut call = Call::new(call_cfg, vad, FlowSession::new(flow.clone())).with_router(services.router.clone());
+        call.set_cluster_available(services.cluster.as_ref().is_some_and(|(c, _)| c.is_available()));
         call.start(now);
-        LiveCall { call, id, flow, pool, reply_tx, reply_rx, turns: Vec::new(), refused: 0, started: now, answered_at }
+        LiveCall {
+            call,
+            id,
+            flow,
+            pool: services.pool.clone(),
+            cluster: services.cluster.clone(),
+            escalations: HashMap::new(),
+            reply_tx,
+            reply_rx,
+            turns: Vec::new(),
+            refused: 0,
+            started: now,
+            answered_at,
+        }
     }
 
     pub fn id(&self) -> CallId {
@@ -139,15 +203,25 @@ impl LiveCall {
     }
 
     pub fn engine_result(&mut self, now: Instant, result: EngineResult, out: &mut Vec<LiveOutput>) {
-        self.call.handle_engine(now, result);
+        self.feed(now, result);
         self.drain(now, out);
+    }
+
+    fn feed(&mut self, now: Instant, result: EngineResult) {
+        if let EngineResult::ClusterDone { id, .. } = &result {
+            self.escalations.remove(id);
+        }
+        self.call.handle_engine(now, result);
     }
 
     /// One 20 ms step: engine results that arrived, due timers, the caller's
     /// frame (exactly 320 samples at 16 kHz), then everything the call wants done.
     pub fn tick(&mut self, now: Instant, caller_frame: &[f32], out: &mut Vec<LiveOutput>) {
         while let Ok(result) = self.reply_rx.try_recv() {
-            self.call.handle_engine(now, result);
+            self.feed(now, result);
+        }
+        if let Some((client, _)) = &self.cluster {
+            self.call.set_cluster_available(client.is_available());
         }
         if self.call.poll_timeout().is_some_and(|t| t <= now) {
             self.call.handle_timeout(now);
@@ -175,6 +249,9 @@ impl LiveCall {
     pub fn finish(mut self, now: Instant) -> CallSummary {
         let transferred = self.call.state() == CallState::Transferring;
         self.call.hangup(now);
+        for (_, task) in self.escalations.drain() {
+            task.abort();
+        }
         // A reply cut short by the hang-up is still a turn.
         while let Some(out) = self.call.poll_output() {
             if let Output::Event(CallEvent::TurnCompleted(record)) = out {
@@ -197,6 +274,7 @@ impl LiveCall {
             duration_ms: now.duration_since(self.started).as_secs_f64() * 1e3,
             transferred,
             refused: self.refused,
+            satisfaction: self.call.satisfaction(),
         }
     }
 
@@ -208,7 +286,11 @@ impl LiveCall {
                 }
                 Output::Command(Command::Classify { id, text }) => self.submit(now, id, Job::Classify { flow: self.flow.clone(), text }),
                 Output::Command(Command::Synthesize { id, text }) => self.submit(now, id, Job::Synthesize { text }),
-                Output::Command(Command::Cancel { id }) => self.pool.cancel(self.id, id),
+                Output::Command(Command::Cancel { id }) => match self.escalations.remove(&id) {
+                    Some(task) => task.abort(),
+                    None => self.pool.cancel(self.id, id),
+                },
+                Output::Command(Command::Escalate { id, context, history }) => self.escalate(now, id, context, history),
                 Output::Command(Command::SendAudio(frame)) => out.push(LiveOutput::Audio(frame)),
                 Output::Command(Command::Transfer) => out.push(LiveOutput::Transfer),
                 Output::Command(Command::Hangup) => out.push(LiveOutput::Hangup),
@@ -221,6 +303,35 @@ impl LiveCall {
         }
     }
 
+    /// Streams an escalated turn from the cluster on the async runtime.
+    fn escalate(&mut self, now: Instant, id: RequestId, context: TurnContext, history: Vec<ChatMessage>) {
+        let Some((client, runtime)) = self.cluster.clone() else {
+            let outcome = ClusterTurnOutcome::failed("no central cluster is configured".into());
+            self.call.handle_engine(now, EngineResult::ClusterDone { id, outcome });
+            return;
+        };
+        let reply = self.reply_tx.clone();
+        let task = runtime.spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<ClusterChunk>(16);
+            let request = ClusterRequest { context, history, temperature: 0.3, max_tokens: None };
+            let stream = client.stream_turn(request, tx);
+            tokio::pin!(stream);
+            let outcome = loop {
+                tokio::select! {
+                    Some(ClusterChunk::Sentence(text)) = rx.recv() => {
+                        let _ = reply.send(EngineResult::ClusterSentence { id, text });
+                    }
+                    outcome = &mut stream => break outcome,
+                }
+            };
+            while let Ok(ClusterChunk::Sentence(text)) = rx.try_recv() {
+                let _ = reply.send(EngineResult::ClusterSentence { id, text });
+            }
+            let _ = reply.send(EngineResult::ClusterDone { id, outcome: turn_outcome(&outcome) });
+        });
+        self.escalations.insert(id, task);
+    }
+
     fn submit(&mut self, now: Instant, id: RequestId, job: Job) {
         if let Err(e) = self.pool.submit(self.id, id, job, self.reply_tx.clone()) {
             if !matches!(e, SubmitError::Shed(_)) {
@@ -228,5 +339,21 @@ impl LiveCall {
             }
             self.call.handle_engine(now, EngineResult::Failed { id, error: e.to_string() });
         }
+    }
+}
+
+/// What the call machine needs of a cluster turn's outcome.
+fn turn_outcome(o: &ClusterOutcome) -> ClusterTurnOutcome {
+    let usage = o.usage.unwrap_or_default();
+    ClusterTurnOutcome {
+        ok: o.error.is_none(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        reasoning_tokens: usage.reasoning_tokens,
+        first_token_ms: o.first_token_ms,
+        error: o.error.map(|kind| match &o.error_detail {
+            Some(detail) => format!("{kind:?}: {detail}"),
+            None => format!("{kind:?}"),
+        }),
     }
 }

@@ -3,9 +3,9 @@
 //! series of [`Metrics`]. `ops::metrics` knows only series; this module
 //! knows what the runtime's structs mean.
 
-use crate::call::TurnRecord;
+use crate::call::{TurnRecord, TurnTier};
 use crate::engine::pool::PoolStats;
-use crate::ops::metrics::{CallResult, Channel, EngineStage, Metrics, SipMethod, SipStatusClass, TurnStage};
+use crate::ops::metrics::{CallResult, Channel, EngineStage, Metrics, SipMethod, SipStatusClass, Tier, TurnStage};
 use crate::outcome::SpoolStats;
 use crate::proto::sip::UasStats;
 use crate::runtime::live_call::CallSummary;
@@ -47,6 +47,13 @@ pub fn turn_completed(m: &Metrics, t: &TurnRecord) {
     if t.barged_in {
         m.barge_ins_total.inc();
     }
+    let tier = match t.tier {
+        TurnTier::Edge => Tier::Edge,
+        TurnTier::Human => Tier::Human,
+        TurnTier::Cluster => Tier::Cluster,
+        TurnTier::EdgeFallback => Tier::EdgeFallback,
+    };
+    m.router_decisions_total.with(tier).inc();
 }
 
 /// Gauges read from the engine, the spool and the shipper.

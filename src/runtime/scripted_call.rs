@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::live_call::{CallOrigin, CallSummary, LiveCall, LiveOutput};
+use super::live_call::{CallOrigin, CallServices, CallSummary, LiveCall, LiveOutput};
 use crate::call::{CallConfig, CallCounters, CallState, TurnRecord};
 use crate::engine::pool::{CallId, EnginePool};
 use crate::flow::Flow;
@@ -82,7 +82,7 @@ pub fn run_scripted_call(
     script: &CallerScript,
 ) -> CallReport {
     let t0 = Instant::now();
-    let mut call = LiveCall::start(pool.clone(), call_id, flow, call_cfg, vad, t0, std::time::SystemTime::now());
+    let mut call = LiveCall::start(&CallServices::edge_only(pool.clone()), call_id, flow, call_cfg, vad, t0, std::time::SystemTime::now());
     let mut agent_audio: Vec<f32> = Vec::new();
     let mut caller = Caller::WaitingForAgent { since: t0, heard_agent: false };
     let mut next_utterance = 0usize;

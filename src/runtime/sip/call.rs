@@ -87,7 +87,7 @@ pub async fn run(mut ctx: SipCallContext) {
         }
     };
     let call_number = node.next_call_number();
-    let mut live = LiveCall::start(node.pool.clone(), call_number, ctx.flow.clone(), cfg.call.clone(), cfg.vad.clone(), start, answered_at);
+    let mut live = LiveCall::start(&node.call_services(), call_number, ctx.flow.clone(), cfg.call.clone(), cfg.vad.clone(), start, answered_at);
     let mut tick = tokio::time::interval(FRAME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let mut outs: Vec<LiveOutput> = Vec::new();
