@@ -66,6 +66,7 @@ fn main() {
     let rss_before = rss_mib();
     let pool = Arc::new(EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow)).expect("models: run `voice-edge models fetch`"));
     let rss_engine = rss_mib();
+    let services = voice_edge::runtime::live_call::CallServices::edge_only(pool.clone());
 
     let scripts: Vec<CallerScript> = CONVERSATIONS
         .iter()
@@ -91,11 +92,11 @@ fn main() {
         let reports: Vec<CallReport> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..n)
                 .map(|i| {
-                    let (pool, flow, cfg, script) = (&pool, flow.clone(), &cfg, &scripts[i % scripts.len()]);
+                    let (services, flow, cfg, script) = (&services, flow.clone(), &cfg, &scripts[i % scripts.len()]);
                     let id = next_call_id + i as u64;
                     let peak = peak_rss.clone();
                     s.spawn(move || {
-                        let r = run_scripted_call(pool, id, flow, cfg.call.clone(), cfg.vad.clone(), script);
+                        let r = run_scripted_call(&services, id, flow, cfg.call.clone(), cfg.vad.clone(), script);
                         let mut p = peak.lock().unwrap();
                         *p = p.max(rss_mib());
                         r

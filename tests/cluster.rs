@@ -543,3 +543,56 @@ async fn dropping_the_receiver_cancels_the_turn() {
     .await
     .expect("test ran past its time limit");
 }
+
+/// An escalated turn inside a live call: the router sends a hard turn to
+/// the real llama-server, its sentences are synthesized and spoken as they
+/// arrive, and the turn record carries the tier and the cluster's tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn escalated_turn_in_a_live_call_is_spoken() {
+    use voice_edge::call::router::{Router, RouterConfig};
+    use voice_edge::call::TurnTier;
+    use voice_edge::engine::pool::EnginePool;
+    use voice_edge::engine::tts::{Tts, TtsConfig};
+    use voice_edge::ops::config::Config;
+    use voice_edge::runtime::live_call::CallServices;
+    use voice_edge::runtime::scripted_call::{run_scripted_call, CallerScript};
+
+    let _serial = SERIAL.lock().await;
+    let server = LlamaServer::start();
+    let cfg = Config::embedded().unwrap();
+    let flow = Arc::new(cfg.default_flow().unwrap());
+    let pool = Arc::new(
+        EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow))
+            .expect("engine start (models missing? run `voice-edge models fetch --set test`)"),
+    );
+    // A router that finds every spoken turn hard: the cluster answers.
+    let router = Router::new(RouterConfig { min_intent_confidence: 0.999, ..RouterConfig::default() }).unwrap();
+    let client = Arc::new(make_client(vec![server.url()], 8_000, 30_000, no_breaker()));
+    let services = CallServices { pool, router: Arc::new(router), cluster: Some((client, tokio::runtime::Handle::current())) };
+    let caller = Tts::new(TtsConfig { voice: "en-us+m3".into(), rate_wpm: 150, ..Default::default() }).unwrap();
+    let question = caller.speak("Hello, can you tell me what your opening hours are?").unwrap().samples;
+    let script = CallerScript { utterances: vec![question], think_time: Duration::from_millis(600), patience: Duration::from_secs(40) };
+    let mut call_cfg = cfg.call.clone();
+    // The 135M model on a busy CPU: allow it time before the edge falls back.
+    call_cfg.cluster_first_sentence_ms = 8_000;
+    let report = tokio::task::spawn_blocking(move || run_scripted_call(&services, 11, flow, call_cfg, cfg.vad.clone(), &script))
+        .await
+        .unwrap();
+
+    let turn = report.turns.first().unwrap_or_else(|| panic!("no turn: {report:?}"));
+    assert_eq!(turn.tier, TurnTier::Cluster, "turn record: {turn:?}");
+    assert!(turn.escalated);
+    assert!(turn.cluster_completion_tokens > 0 && turn.cluster_prompt_tokens > 0, "{turn:?}");
+    assert!(!turn.reply.trim().is_empty(), "the cluster's answer is the reply: {turn:?}");
+    // The answer was spoken: agent audio after the caller stopped.
+    let from = (turn.speech_end_ms / 1000.0 * 16_000.0) as usize;
+    let answer = &report.agent_audio[from.min(report.agent_audio.len())..];
+    let rms = (answer.iter().map(|s| s * s).sum::<f32>() / answer.len().max(1) as f32).sqrt();
+    assert!(answer.len() > 16_000 && rms > 0.01, "the escalated answer should be heard ({} samples, rms {rms})", answer.len());
+    // And the outcome records say where it was answered and what it cost.
+    let events = report.outcome_events("test-node", "esc-11", "test").unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&events[0].to_json().unwrap()).unwrap();
+    assert_eq!(json["data"]["router"]["tier"], "cluster", "{json}");
+    assert!(json["data"]["cost"]["cluster_completion_tokens"].as_u64().unwrap() > 0);
+    drop(server);
+}

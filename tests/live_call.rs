@@ -37,7 +37,8 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
         think_time: Duration::from_millis(500),
         patience: Duration::from_secs(20),
     };
-    let report = run_scripted_call(&pool, 7, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
+    let services = voice_edge::runtime::live_call::CallServices::edge_only(pool.clone());
+    let report = run_scripted_call(&services, 7, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
     for t in &report.turns {
         println!(
             "turn {}: {:?} -> {:?} ({:.2}) | eou {:.0} ms, asr {:?}, intent {:?}, voice-to-voice {:?} ms, speculative {}, filler {}",

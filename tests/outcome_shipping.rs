@@ -6,6 +6,9 @@
 //! Each test starts its own `nats-server -js` on a free loopback port with
 //! a temporary store, kills it on drop, and bounds every wait. The server
 //! is required: without it the tests fail, they do not skip.
+//!
+//! The last test runs the whole node (`voice-edge serve` with SIPp calls)
+//! and `kill -9`s it while calls are ending and their events are written.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -28,6 +31,8 @@ use voice_edge::outcome::{
     SpoolConfig, SurveyMethod, TaskEventRecord, Timestamp, TurnLatency, TurnRecord,
 };
 use voice_edge::runtime::shipper::{Shipper, ShipperConfig, ShipperStats};
+
+mod common;
 
 const NODE: &str = "edge-lon-07";
 const STREAM: &str = "OUTCOMES";
@@ -570,4 +575,84 @@ async fn a_full_spool_drops_and_counts_and_delivers_what_it_stored() {
     assert_eq!(spool.lock().unwrap().stats().dropped, dropped);
     shipper.stop().await;
     assert_exactly_once(&server.url(), &stored).await;
+}
+
+// ---------------------------------------------------------------------------
+// The whole node, killed with SIGKILL while calls end
+
+/// SIPp callers that talk for `talk_ms` and hang up; media goes to a socket
+/// nobody reads.
+fn sipp_caller(node: &common::daemon::Daemon, number: &str, talk_ms: u64) -> Child {
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    std::mem::forget(media);
+    Command::new("sipp")
+        .arg("-sf")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uac_call.xml"))
+        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &common::daemon::free_port().to_string()])
+        .args(["-mp", &common::daemon::free_port().to_string(), "-timeout", "60s", "-nostdin"])
+        .args(["-key", "rtp_port", &media_port.to_string(), "-s", number, "-d", &talk_ms.to_string()])
+        .arg(node.sip.to_string())
+        .current_dir(node.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sipp not found: install Debian's sip-tester (scripts/setup.sh --tests does)")
+}
+
+#[test]
+fn node_killed_with_sigkill_while_writing_loses_and_duplicates_nothing() {
+    let store = TempDir::new().unwrap();
+    let nats_port = free_port();
+    let nats = NatsServer::start(nats_port, &store.path().join("js"));
+    let collector = format!("nats_url = \"{}\"", nats.url());
+    let mut node = common::daemon::Daemon::start_with("", &collector, "", &[]);
+
+    // Eight calls ending a second apart; SIGKILL once three have ended, while
+    // the others are ending and writing their events.
+    let mut callers: Vec<Child> = (0..8).map(|i| sipp_caller(&node, &format!("1555030{i}"), 3_000 + 1_000 * i)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while node.logs().matches("call ended").count() < 3 {
+        assert!(Instant::now() < deadline, "calls did not end:\n{}", node.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    node.kill9();
+    for c in &mut callers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    // What was committed before the kill: shipped already, or still waiting
+    // in the spool (acked segments are deleted; recovery skips a torn tail).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let url = nats.url();
+    let shipped: BTreeSet<String> = runtime.block_on(stream_events(&url)).into_iter().map(|(id, _)| id).collect();
+    let waiting: BTreeSet<String> =
+        common::daemon::read_spool(&node.spool_dir()).iter().map(|e| e["id"].as_str().unwrap().to_string()).collect();
+    let committed: Vec<String> = shipped.union(&waiting).cloned().collect();
+    let calls_recorded = committed.iter().filter(|id| id.ends_with(":call")).count();
+    assert!(calls_recorded >= 3, "the three ended calls' records were committed: {committed:?}\n{}", node.logs());
+
+    // Restart: the shipper resumes from the acknowledged offset.
+    node.spawn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let have: BTreeSet<String> = runtime.block_on(stream_events(&url)).into_iter().map(|(id, _)| id).collect();
+        if committed.iter().all(|id| have.contains(id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "committed events missing from the stream after the restart:\n{}", node.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Everything in the spool now (the committed events, plus any call the
+    // restarted node records) is in the stream exactly once.
+    let status = node.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+    let mut all: BTreeSet<String> = committed.iter().cloned().collect();
+    all.extend(common::daemon::read_spool(&node.spool_dir()).iter().map(|e| e["id"].as_str().unwrap().to_string()));
+    let all: Vec<String> = all.into_iter().collect();
+    runtime.block_on(assert_exactly_once(&url, &all));
+    drop(nats);
 }

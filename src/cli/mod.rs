@@ -258,7 +258,8 @@ fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_
         think_time: std::time::Duration::from_millis(think_ms),
         patience: std::time::Duration::from_secs(30),
     };
-    let report = run_scripted_call(&pool, 1, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
+    let services = crate::runtime::live_call::CallServices::edge_only(pool);
+    let report = run_scripted_call(&services, 1, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
     if let Some(p) = out {
         wav::write_wav(p, ENGINE_RATE, &report.agent_audio)?;
     }

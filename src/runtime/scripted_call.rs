@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::live_call::{CallOrigin, CallServices, CallSummary, LiveCall, LiveOutput};
 use crate::call::{CallConfig, CallCounters, CallState, TurnRecord};
-use crate::engine::pool::{CallId, EnginePool};
+use crate::engine::pool::CallId;
 use crate::flow::Flow;
 use crate::outcome::event::Channel;
 use crate::media::vad::VadConfig;
@@ -74,7 +74,7 @@ enum Caller {
 
 /// Runs one call to its end (hang-up, transfer, or the script's end).
 pub fn run_scripted_call(
-    pool: &Arc<EnginePool>,
+    services: &CallServices,
     call_id: CallId,
     flow: Arc<Flow>,
     call_cfg: CallConfig,
@@ -82,7 +82,7 @@ pub fn run_scripted_call(
     script: &CallerScript,
 ) -> CallReport {
     let t0 = Instant::now();
-    let mut call = LiveCall::start(&CallServices::edge_only(pool.clone()), call_id, flow, call_cfg, vad, t0, std::time::SystemTime::now());
+    let mut call = LiveCall::start(services, call_id, flow, call_cfg, vad, t0, std::time::SystemTime::now());
     let mut agent_audio: Vec<f32> = Vec::new();
     let mut caller = Caller::WaitingForAgent { since: t0, heard_agent: false };
     let mut next_utterance = 0usize;

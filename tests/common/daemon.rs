@@ -23,6 +23,7 @@ pub struct Daemon {
     pub rtp_ports: (u16, u16),
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    env: Vec<(String, String)>,
 }
 
 /// A UDP and TCP port free on loopback right now.
@@ -59,10 +60,12 @@ impl Daemon {
     /// trunk), and waits until it says it is ready (models loaded, sockets
     /// bound).
     pub fn start(extra_sip: &str, extra: &str) -> Daemon {
-        Self::start_with_env(extra_sip, extra, &[])
+        Self::start_with(extra_sip, "", extra, &[])
     }
 
-    pub fn start_with_env(extra_sip: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
+    /// As [`Daemon::start`], with `extra_collector` keys inside `[collector]`
+    /// and extra environment variables.
+    pub fn start_with(extra_sip: &str, extra_collector: &str, extra: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let sip_port = free_port();
         let http_port = free_port();
@@ -86,6 +89,7 @@ listen = "127.0.0.1:{http_port}"
 
 [collector]
 spool_dir = "{}"
+{extra_collector}
 
 {extra}
 "#,
@@ -96,20 +100,36 @@ spool_dir = "{}"
         );
         let path = dir.path().join("voice-edge.toml");
         std::fs::write(&path, config).expect("write the test config");
+        let mut d = Daemon {
+            child: None,
+            sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
+            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
+            rtp_ports: rtp,
+            dir,
+            log: Arc::new(Mutex::new(String::new())),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts the process on this daemon's config (again, after a kill) and
+    /// waits until it says it is ready.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_voice-edge"));
-        cmd.args(["--config", path.to_str().unwrap(), "serve"])
+        cmd.args(["--config", self.config_path().to_str().unwrap(), "serve"])
             .env("RUST_LOG", "info,voice_edge=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in env {
+        for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start voice-edge serve");
-        let log = Arc::new(Mutex::new(String::new()));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
+        let sink = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains("voice-edge ready") {
@@ -120,25 +140,24 @@ spool_dir = "{}"
                 l.push('\n');
             }
         });
-        let mut d = Daemon {
-            child: Some(child),
-            sip: SocketAddr::from(([127, 0, 0, 1], sip_port)),
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-            rtp_ports: rtp,
-            dir,
-            log,
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if ready_rx.recv_timeout(Duration::from_millis(200)).is_ok() {
                 break;
             }
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("voice-edge serve exited ({status}) before it was ready:\n{}", d.logs());
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("voice-edge serve exited ({status}) before it was ready:\n{}", self.logs());
             }
-            assert!(Instant::now() < deadline, "voice-edge serve not ready after 180 s:\n{}", d.logs());
+            assert!(Instant::now() < deadline, "voice-edge serve not ready after 180 s:\n{}", self.logs());
         }
-        d
+    }
+
+    /// SIGKILL: no drain, no final commit.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     pub fn config_path(&self) -> PathBuf {
