@@ -244,7 +244,7 @@ fn sleep_unless_stopped(total: Duration, stop: &AtomicBool) {
 }
 
 fn is_not_found(e: &SpoolError) -> bool {
-    matches!(e, SpoolError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    matches!(e, SpoolError::Io { error, .. } if error.kind() == io::ErrorKind::NotFound)
 }
 
 /// A closed pipe (`outcomes list | head`) is a normal end.

@@ -251,12 +251,13 @@ impl SpoolConfig {
 pub enum SpoolError {
     #[error("invalid spool config: {0}")]
     Config(String),
-    #[error("spool {op} {}: {source}", path.display())]
+    // The io error is part of the message (logs print only the top error),
+    // so it is not also a `source` (error chains would print it twice).
+    #[error("spool {op} {}: {error}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     #[error("{} has spool format version {version}; this build reads version 1", path.display())]
     UnsupportedFormat { path: PathBuf, version: u32 },
@@ -269,7 +270,7 @@ pub enum SpoolError {
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SpoolError + 'a {
-    move |source| SpoolError::Io { op, path: path.to_owned(), source }
+    move |error| SpoolError::Io { op, path: path.to_owned(), error }
 }
 
 /// Result of [`Spool::append`].

@@ -45,9 +45,9 @@ use crate::outcome::{Spool, SpoolConfig, SpoolError};
 pub enum DaemonError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("loading the models: {0}")]
+    #[error("loading the models")]
     Engine(#[from] EngineLoadError),
-    #[error("opening the outcome spool: {0}")]
+    #[error("opening the outcome spool")]
     Spool(#[from] SpoolError),
     #[error("outcome shipper: {0}")]
     Shipper(String),

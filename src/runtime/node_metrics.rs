@@ -21,7 +21,8 @@ pub fn call_ended(m: &Metrics, channel: Channel, summary: &CallSummary) {
         CallResult::Transferred
     } else if summary.refused > 0 && summary.turns.is_empty() {
         CallResult::Failed
-    } else if summary.tasks_completed.is_empty() && !summary.tasks_attempted.is_empty() {
+    } else if summary.tasks_completed.is_empty() {
+        // As in the outcome record: no task done is no resolution.
         CallResult::Abandoned
     } else {
         CallResult::Completed
