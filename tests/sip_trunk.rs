@@ -3,6 +3,11 @@
 //! the caller's media from [`common::rtp_peer`] (recorded speech streamed as
 //! PCMU, RFC 4733 digits), or SIPp's own RTP captures for DTMF.
 //!
+//! Scenarios: a spoken question answered over RTP, DTMF (RFC 4733 from the
+//! caller's RTP and from SIPp's captures), the agent's BYE after the
+//! post-call survey, a transfer (REFER, NOTIFY), hold/resume, TCP, CANCEL
+//! before answer, and twenty calls at once.
+//!
 //! Each test starts its own node (models load once per test) and runs its
 //! scenarios against it; every external tool is bounded in time and killed
 //! at the end. A missing tool fails with what to install.
@@ -187,17 +192,57 @@ fn sipp_calls_are_answered_by_the_agent() {
         assert!(turns.iter().any(|t| t["data"]["dtmf"] == "456789#"), "digits from SIPp's captures: {turns:?}");
     }
 
-    // 4. The agent hangs up after "goodbye" (BYE from the node).
+    // 4. The agent hangs up after "goodbye" (BYE from the node), after the
+    //    post-call survey: the caller keys 4, a satisfaction event follows.
     {
         let mut peer = RtpPeer::bind();
         let sipp = Sipp::start(&node, "uac_agent_bye.xml", &[("rtp_port", peer.port.to_string()), ("service", "15550004".into())], &[]);
         peer.wait_for_node(Duration::from_secs(10));
         peer.listen(Duration::from_millis(3500));
         peer.say(&utterance("u46"));
-        peer.listen(Duration::from_secs(4));
+        node.wait_for_log("state: Survey", Duration::from_secs(20));
+        peer.listen(Duration::from_secs(3)); // the goodbye line and the survey prompt
+        peer.send_digit('4', 101);
+        peer.listen(Duration::from_secs(3));
         sipp.finish(&node, Duration::from_secs(40));
         let call = wait_call_record(&node, "15550004", Duration::from_secs(10));
         assert_ne!(call["data"]["resolution"], "transferred", "{call}");
+        let rating = events_of(&node, ".satisfaction.")
+            .into_iter()
+            .find(|e| e["subject"] == call["subject"])
+            .unwrap_or_else(|| panic!("no satisfaction event for {}:\n{}", call["subject"], node.logs()));
+        assert_eq!(rating["data"]["score"], 4);
+        assert_eq!(rating["data"]["method"], "dtmf_survey");
+    }
+
+    // 6. The caller asks for a person: REFER to the trunk's transfer target,
+    //    NOTIFY 200 from the caller's side, BYE; the call is "transferred".
+    {
+        let mut peer = RtpPeer::bind();
+        let sipp = Sipp::start(&node, "uac_transfer.xml", &[("rtp_port", peer.port.to_string()), ("service", "15550007".into())], &[]);
+        peer.wait_for_node(Duration::from_secs(10));
+        peer.listen(Duration::from_millis(3500));
+        peer.say(&utterance("u37"));
+        peer.listen(Duration::from_secs(6));
+        sipp.finish(&node, Duration::from_secs(40));
+        let call = wait_call_record(&node, "15550007", Duration::from_secs(10));
+        assert_eq!(call["data"]["resolution"], "transferred", "{call}");
+    }
+
+    // 7. The same question over TCP (one connection for the whole dialog).
+    {
+        let mut peer = RtpPeer::bind();
+        let sipp =
+            Sipp::start(&node, "uac_call.xml", &[("rtp_port", peer.port.to_string()), ("service", "15550008".into())], &["-t", "t1", "-d", "12000"]);
+        peer.wait_for_node(Duration::from_secs(10));
+        peer.listen(Duration::from_millis(3500));
+        peer.say(&utterance("u01"));
+        let spoke_until = peer.heard.len() as f64 / 8000.0;
+        peer.listen(Duration::from_secs(5));
+        let answer = peer.level_since(spoke_until);
+        assert!(answer.voiced_fraction > 0.1 && answer.rms > 0.01, "an answer over a TCP-signalled call: {answer:?}");
+        sipp.finish(&node, Duration::from_secs(30));
+        wait_call_record(&node, "15550008", Duration::from_secs(10));
     }
 
     // 5. Hold and resume with re-INVITEs.

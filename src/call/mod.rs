@@ -486,6 +486,9 @@ pub struct Call {
     preroll: VecDeque<f32>,
     onset_ms: u32,
     utterance: Vec<f32>,
+    /// The utterance the last endpoint closed, until its reply plays: if
+    /// the caller goes on before that, the new utterance continues it.
+    ended_utterance: Vec<f32>,
     last_speech_at: Option<Instant>,
     partial_text: String,
     last_partial_at: Option<Instant>,
@@ -584,6 +587,7 @@ impl Call {
             preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
             onset_ms: 0,
             utterance: Vec::new(),
+            ended_utterance: Vec::new(),
             last_speech_at: None,
             partial_text: String::new(),
             last_partial_at: None,
@@ -749,11 +753,14 @@ impl Call {
                 } else if self.state != CallState::AgentSpeaking && self.onset_ms >= self.vad_cfg.min_speech_ms {
                     if self.state == CallState::Thinking {
                         // The caller went on after the endpoint: the answer in
-                        // progress was for an unfinished utterance.
+                        // progress was for an unfinished utterance, which the
+                        // new one continues.
                         self.discard_pending();
                         self.stop_playout();
+                        self.utterance = std::mem::take(&mut self.ended_utterance);
                     } else {
                         self.utterance.clear();
+                        self.ended_utterance.clear();
                     }
                     self.utterance.extend(self.preroll.drain(..));
                     self.last_speech_at = Some(now);
@@ -843,7 +850,7 @@ impl Call {
         if let Some(p) = &mut self.pending {
             p.endpoint_at = Some(now);
         }
-        self.utterance.clear();
+        self.ended_utterance = std::mem::take(&mut self.utterance);
         self.partial_text.clear();
         self.last_partial_at = None;
         self.onset_ms = 0;
@@ -1266,6 +1273,11 @@ impl Call {
         self.cluster = None;
         // A reply cut short by the hang-up still counts as a turn.
         if let Some(mut record) = self.completed_turn.take() {
+            record.completed_ms = self.since_answer(now);
+            self.event(CallEvent::TurnCompleted(record));
+        }
+        // So does one decided and announced but queued behind a filler.
+        if let Some((_, mut record, _)) = self.queued_reply.take() {
             record.completed_ms = self.since_answer(now);
             self.event(CallEvent::TurnCompleted(record));
         }

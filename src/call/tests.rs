@@ -353,6 +353,37 @@ fn caller_going_on_discards_the_speculative_answer() {
 }
 
 #[test]
+fn caller_going_on_after_the_endpoint_continues_the_same_utterance() {
+    let mut sim = Sim::new().answered();
+    sim.latency.final_ms = 900; // the answer is not ready when the caller resumes
+    sim.run(&speech(), 800);
+    sim.run(&silence(), 700); // the endpoint fires (base 300 ms)
+    assert_eq!(sim.call.state(), CallState::Thinking, "the endpoint fired");
+    let first = sim
+        .commands()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Command::Transcribe { partial: false, audio, .. } => Some(audio.len()),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    sim.run(&speech(), 600); // "... where is it?"
+    sim.run(&silence(), 4000);
+    let last = sim
+        .commands()
+        .into_iter()
+        .filter_map(|(_, c)| match c {
+            Command::Transcribe { partial: false, audio, .. } => Some(audio.len()),
+            _ => None,
+        })
+        .last()
+        .unwrap();
+    assert!(last >= first + 16_000 / 2, "the final covers both parts: {last} samples after {first}");
+    assert_eq!(sim.turns().len(), 1, "one turn, not two");
+}
+
+#[test]
 fn barge_in_stops_playout_within_200_ms() {
     let mut sim = Sim::new().answered();
     sim.reply_secs = 4.0;
@@ -438,6 +469,24 @@ fn a_filler_covers_a_slow_answer() {
     assert_eq!(sim.call.counters().fillers, 1);
     let turns = sim.turns();
     assert_eq!(turns.len(), 1, "the real answer still came");
+    assert!(turns[0].filler);
+}
+
+#[test]
+fn a_reply_queued_behind_a_filler_is_still_a_turn_at_hang_up() {
+    let mut sim = Sim::new().answered();
+    sim.latency.intent_ms = 1500;
+    // Long audio: the filler is still playing when the reply is ready.
+    sim.reply_secs = 4.0;
+    sim.run(&speech(), 800);
+    sim.run(&silence(), 2600);
+    assert_eq!(sim.call.counters().fillers, 1);
+    assert_eq!(sim.call.counters().turns, 1, "the reply is decided and queued behind the filler");
+    assert!(sim.turns().is_empty(), "the reply has not started");
+    sim.call.hangup(sim.now);
+    sim.drain();
+    let turns = sim.turns();
+    assert_eq!(turns.len(), 1, "the announced turn is recorded");
     assert!(turns[0].filler);
 }
 

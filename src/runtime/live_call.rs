@@ -144,6 +144,8 @@ pub struct LiveCall {
     pool: Arc<EnginePool>,
     cluster: Option<(Arc<ClusterClient>, tokio::runtime::Handle)>,
     escalations: HashMap<RequestId, JoinHandle<()>>,
+    /// The transfer target took the caller (the call machine has ended).
+    transfer_accepted: bool,
     reply_tx: UnboundedSender<EngineResult>,
     reply_rx: UnboundedReceiver<EngineResult>,
     turns: Vec<TurnRecord>,
@@ -175,6 +177,7 @@ impl LiveCall {
             pool: services.pool.clone(),
             cluster: services.cluster.clone(),
             escalations: HashMap::new(),
+            transfer_accepted: false,
             reply_tx,
             reply_rx,
             turns: Vec::new(),
@@ -240,6 +243,7 @@ impl LiveCall {
 
     /// The transfer target accepted the caller.
     pub fn transfer_accepted(&mut self, now: Instant, out: &mut Vec<LiveOutput>) {
+        self.transfer_accepted = true;
         self.call.transfer_accepted(now);
         self.drain(now, out);
     }
@@ -247,7 +251,7 @@ impl LiveCall {
     /// Ends the call (either side hung up, or the driver gave up), drops its
     /// queued engine work and returns its summary.
     pub fn finish(mut self, now: Instant) -> CallSummary {
-        let transferred = self.call.state() == CallState::Transferring;
+        let transferred = self.transfer_accepted || self.call.state() == CallState::Transferring;
         self.call.hangup(now);
         for (_, task) in self.escalations.drain() {
             task.abort();

@@ -27,7 +27,7 @@ use crate::outcome::event::Channel;
 use crate::proto::rtp::session::{RtpEvent, RtpOutput, RtpSession, RtpSessionConfig};
 use crate::proto::sdp::Negotiated;
 use crate::proto::sip::SipCallId;
-use crate::ops::metrics::{Channel as MetricsChannel, DropReason};
+use crate::ops::metrics::{Channel as MetricsChannel, Direction as RtpDirection, DropReason};
 use crate::runtime::daemon::Node;
 use crate::runtime::node_metrics;
 use crate::runtime::live_call::{CallOrigin, LiveCall, LiveOutput};
@@ -222,6 +222,8 @@ pub async fn run(mut ctx: SipCallContext) {
         let _ = ctx.to_server.send(FromCall::Hangup(ctx.sip_call));
     }
     let stats = rtp.stats();
+    node.metrics.rtp_packets_total.with(RtpDirection::Received).inc_by(stats.packets_in);
+    node.metrics.rtp_packets_total.with(RtpDirection::Sent).inc_by(stats.packets_out);
     let summary = live.finish(now);
     node_metrics::call_ended(&node.metrics, MetricsChannel::Sip, &summary);
     node.active_calls.fetch_sub(1, Ordering::SeqCst);
@@ -304,6 +306,7 @@ fn log_event(node: &Node, event: &CallEvent) {
             );
         }
         CallEvent::BargeIn => tracing::debug!("barge-in"),
+        CallEvent::Satisfaction { score } => tracing::info!(score, "caller rated the call"),
         CallEvent::EngineFailed { id, error } => tracing::warn!(request = id, %error, "engine request failed"),
         other => tracing::debug!(event = ?other, "call event"),
     }
