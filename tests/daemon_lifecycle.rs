@@ -26,7 +26,7 @@ fn waiting_caller(node: &Daemon, number: &str) -> Child {
     Command::new("sipp")
         .arg("-sf")
         .arg(Path::new(SCENARIOS).join("uac_agent_bye.xml"))
-        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &free_port().to_string(), "-mp", &free_port().to_string()])
+        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &free_port().to_string(), "-mp", &common::daemon::sipp_media_port().to_string()])
         .args(["-timeout", "60s", "-timeout_error", "-nostdin", "-key", "rtp_port", &port.to_string(), "-s", number])
         .arg(node.sip.to_string())
         .current_dir(node.dir.path())

@@ -590,7 +590,7 @@ fn sipp_caller(node: &common::daemon::Daemon, number: &str, talk_ms: u64) -> Chi
         .arg("-sf")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uac_call.xml"))
         .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &common::daemon::free_port().to_string()])
-        .args(["-mp", &common::daemon::free_port().to_string(), "-timeout", "60s", "-nostdin"])
+        .args(["-mp", &common::daemon::sipp_media_port().to_string(), "-timeout", "60s", "-nostdin"])
         .args(["-key", "rtp_port", &media_port.to_string(), "-s", number, "-d", &talk_ms.to_string()])
         .arg(node.sip.to_string())
         .current_dir(node.dir.path())

@@ -46,7 +46,7 @@ impl Sipp {
             .arg("-sf")
             .arg(Path::new(SCENARIOS).join(scenario))
             .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &free_port().to_string(), "-mp", &free_port().to_string()])
+            .args(["-p", &free_port().to_string(), "-mp", &common::daemon::sipp_media_port().to_string()])
             .args(["-timeout", "120s", "-timeout_error", "-nostdin", "-trace_err", "-trace_msg"])
             .args(extra);
         for (k, v) in keys {

@@ -37,18 +37,26 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A media port for SIPp's `-mp`: SIPp binds it and the next three (RTCP,
+/// video RTP and RTCP), so all four must be free.
+pub fn sipp_media_port() -> u16 {
+    free_rtp_range(2).0
+}
+
 /// An even RTP range of `pairs` pairs, all free now.
 pub fn free_rtp_range(pairs: u16) -> (u16, u16) {
-    let seed = std::process::id() as u16 ^ (Instant::now().elapsed().subsec_nanos() as u16);
-    let mut base = 30_000 + (seed % 3_000) * 2;
+    // Successive calls walk on through the range, so ranges handed out in
+    // one test process never overlap even before anyone binds them.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(pairs) * 2;
+    let offset = (std::process::id() % 1_000) * 20;
     loop {
+        let walked = NEXT.fetch_add(span, std::sync::atomic::Ordering::SeqCst);
+        let base = (30_000 + (offset + walked) % 30_000) & !1;
+        let base = base as u16;
         let hi = base + pairs * 2 - 1;
         if (base..=hi).all(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
             return (base, hi);
-        }
-        base += pairs * 2;
-        if base > 60_000 {
-            base = 30_000;
         }
     }
 }
