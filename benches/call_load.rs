@@ -108,10 +108,10 @@ fn main() {
         next_call_id += n as u64;
         let wall = wall0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
-        let mut v2v: Vec<f64> = reports.iter().flat_map(|r| r.turns.iter().filter_map(|t| t.voice_to_voice_ms)).collect();
-        let turns: usize = reports.iter().map(|r| r.turns.len()).sum();
-        let refused: u32 = reports.iter().map(|r| r.refused).sum();
-        let failures: u32 = reports.iter().map(|r| r.counters.engine_failures).sum();
+        let mut v2v: Vec<f64> = reports.iter().flat_map(|r| r.summary.turns.iter().filter_map(|t| t.voice_to_voice_ms)).collect();
+        let turns: usize = reports.iter().map(|r| r.summary.turns.len()).sum();
+        let refused: u32 = reports.iter().map(|r| r.summary.refused).sum();
+        let failures: u32 = reports.iter().map(|r| r.summary.counters.engine_failures).sum();
         let p50 = percentile(&mut v2v, 0.5);
         let p95 = percentile(&mut v2v, 0.95);
         let rss_per_call = (*peak_rss.lock().unwrap() - rss_engine).max(0.0) / n as f64;

@@ -579,7 +579,7 @@ async fn escalated_turn_in_a_live_call_is_spoken() {
         .await
         .unwrap();
 
-    let turn = report.turns.first().unwrap_or_else(|| panic!("no turn: {report:?}"));
+    let turn = report.summary.turns.first().unwrap_or_else(|| panic!("no turn: {report:?}"));
     assert_eq!(turn.tier, TurnTier::Cluster, "turn record: {turn:?}");
     assert!(turn.escalated);
     assert!(turn.cluster_completion_tokens > 0 && turn.cluster_prompt_tokens > 0, "{turn:?}");

@@ -9,32 +9,15 @@
 mod common;
 
 use std::net::UdpSocket;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{free_port, http_get, Daemon};
-
-const SCENARIOS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp");
+use common::daemon::{http_get, Daemon};
+use common::sipp::{unread_media_port, Sipp};
 
 /// A SIPp caller that waits for the node to hang up; its media goes to a
 /// socket nobody reads (the node latches nothing, sends its greeting there).
-fn waiting_caller(node: &Daemon, number: &str) -> Child {
-    let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = sink.local_addr().unwrap().port();
-    std::mem::forget(sink); // keep the port bound for the call's life
-    Command::new("sipp")
-        .arg("-sf")
-        .arg(Path::new(SCENARIOS).join("uac_agent_bye.xml"))
-        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &free_port().to_string(), "-mp", &common::daemon::sipp_media_port().to_string()])
-        .args(["-timeout", "60s", "-timeout_error", "-nostdin", "-key", "rtp_port", &port.to_string(), "-s", number])
-        .arg(node.sip.to_string())
-        .current_dir(node.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp not found: install Debian's sip-tester (scripts/setup.sh --tests does)")
+fn waiting_caller(node: &Daemon, number: &str) -> Sipp {
+    Sipp::start(node, "uac_agent_bye.xml", &[("rtp_port", unread_media_port().to_string()), ("service", number.to_string())], &[])
 }
 
 fn options_status(node: &Daemon, number: &str) -> u16 {
@@ -99,7 +82,7 @@ numbers = { "15550100" = "retail", "15550101" = "retail" }
     assert_eq!(invite_or_options(&node, "INVITE", "15550177"), 488);
 
     // Two calls in flight, then SIGTERM.
-    let mut callers = [waiting_caller(&node, "15550100"), waiting_caller(&node, "15550101")];
+    let callers = [waiting_caller(&node, "15550100"), waiting_caller(&node, "15550101")];
     node.wait_for_log("call answered", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(3));
     let (_, metrics) = http_get(node.http, "/metrics");
@@ -122,9 +105,9 @@ numbers = { "15550100" = "retail", "15550101" = "retail" }
     assert_eq!(http_get(node.http, "/readyz").0, 503, "not ready while draining");
     let status = node.wait(Duration::from_secs(40));
     assert!(status.success(), "drained exit: {status}\n{}", node.logs());
-    for c in &mut callers {
-        let ok = c.wait().unwrap().success();
-        assert!(ok, "a caller's call did not end with the node's BYE answered:\n{}", node.logs());
+    // Each caller's call ended with the node's BYE, answered.
+    for caller in callers {
+        caller.finish(&node, Duration::from_secs(30));
     }
     let calls: Vec<_> = node.outcome_events().into_iter().filter(|e| e["type"] == "voice_edge.outcome.call.v1").collect();
     let numbers: Vec<&str> = calls.iter().filter_map(|e| e["data"]["number"].as_str()).collect();

@@ -39,27 +39,27 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
     };
     let services = voice_edge::runtime::live_call::CallServices::edge_only(pool.clone());
     let report = run_scripted_call(&services, 7, flow.clone(), cfg.call.clone(), cfg.vad.clone(), &script);
-    for t in &report.turns {
+    for t in &report.summary.turns {
         println!(
             "turn {}: {:?} -> {:?} ({:.2}) | eou {:.0} ms, asr {:?}, intent {:?}, voice-to-voice {:?} ms, speculative {}, filler {}",
             t.turn, t.transcript, t.intent, t.intent_confidence, t.end_of_utterance_ms, t.asr_ms.map(|v| v.round()),
             t.intent_ms.map(|v| v.round()), t.voice_to_voice_ms.map(|v| v.round()), t.speculative, t.filler
         );
     }
-    println!("counters: {:?}", report.counters);
+    println!("counters: {:?}", report.summary.counters);
 
-    assert_eq!(report.turns.len(), 2, "two caller turns answered: {:?}", report.turns);
-    assert_eq!(report.turns[0].intent.as_deref(), Some("order_status"));
-    assert_eq!(report.slots.get("order_number").map(String::as_str), Some("456789"));
-    assert_eq!(report.tasks_completed, ["order_status"]);
-    assert!(report.turns[1].reply.contains("4 5 6 7 8 9"), "{}", report.turns[1].reply);
-    for t in &report.turns {
+    assert_eq!(report.summary.turns.len(), 2, "two caller turns answered: {:?}", report.summary.turns);
+    assert_eq!(report.summary.turns[0].intent.as_deref(), Some("order_status"));
+    assert_eq!(report.summary.slots.get("order_number").map(String::as_str), Some("456789"));
+    assert_eq!(report.summary.tasks_completed, ["order_status"]);
+    assert!(report.summary.turns[1].reply.contains("4 5 6 7 8 9"), "{}", report.summary.turns[1].reply);
+    for t in &report.summary.turns {
         let v2v = t.voice_to_voice_ms.expect("voice-to-voice measured");
         assert!(v2v > 0.0 && v2v < 5000.0, "voice-to-voice {v2v} ms");
         assert!(t.asr_ms.is_some() && t.intent_ms.is_some() && t.tts_ms.is_some());
     }
-    assert_eq!(report.counters.engine_failures, 0);
-    assert_eq!(report.refused, 0);
+    assert_eq!(report.summary.counters.engine_failures, 0);
+    assert_eq!(report.summary.refused, 0);
     // The agent really spoke: greeting and two replies, not silence.
     let loud = report.agent_audio.iter().filter(|s| s.abs() > 0.05).count();
     assert!(loud > ENGINE_RATE as usize * 2, "agent audio is nearly silent ({loud} loud samples)");

@@ -582,23 +582,9 @@ async fn a_full_spool_drops_and_counts_and_delivers_what_it_stored() {
 
 /// SIPp callers that talk for `talk_ms` and hang up; media goes to a socket
 /// nobody reads.
-fn sipp_caller(node: &common::daemon::Daemon, number: &str, talk_ms: u64) -> Child {
-    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let media_port = media.local_addr().unwrap().port();
-    std::mem::forget(media);
-    Command::new("sipp")
-        .arg("-sf")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sipp/uac_call.xml"))
-        .args(["-m", "1", "-l", "1", "-i", "127.0.0.1", "-p", &common::daemon::free_port().to_string()])
-        .args(["-mp", &common::daemon::sipp_media_port().to_string(), "-timeout", "60s", "-nostdin"])
-        .args(["-key", "rtp_port", &media_port.to_string(), "-s", number, "-d", &talk_ms.to_string()])
-        .arg(node.sip.to_string())
-        .current_dir(node.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("sipp not found: install Debian's sip-tester (scripts/setup.sh --tests does)")
+fn sipp_caller(node: &common::daemon::Daemon, number: &str, talk_ms: u64) -> common::sipp::Sipp {
+    let keys = [("rtp_port", common::sipp::unread_media_port().to_string()), ("service", number.to_string())];
+    common::sipp::Sipp::start(node, "uac_call.xml", &keys, &["-d", &talk_ms.to_string()])
 }
 
 #[test]
@@ -611,7 +597,7 @@ fn node_killed_with_sigkill_while_writing_loses_and_duplicates_nothing() {
 
     // Eight calls ending a second apart; SIGKILL once three have ended, while
     // the others are ending and writing their events.
-    let mut callers: Vec<Child> = (0..8).map(|i| sipp_caller(&node, &format!("1555030{i}"), 3_000 + 1_000 * i)).collect();
+    let callers: Vec<common::sipp::Sipp> = (0..8).map(|i| sipp_caller(&node, &format!("1555030{i}"), 3_000 + 1_000 * i)).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     while node.logs().matches("call ended").count() < 3 {
         assert!(Instant::now() < deadline, "calls did not end:\n{}", node.logs());
@@ -619,10 +605,7 @@ fn node_killed_with_sigkill_while_writing_loses_and_duplicates_nothing() {
     }
     std::thread::sleep(Duration::from_millis(700));
     node.kill9();
-    for c in &mut callers {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
+    drop(callers); // killed: their calls die with the node
 
     // What was committed before the kill: shipped already, or still waiting
     // in the spool (acked segments are deleted; recovery skips a torn tail).

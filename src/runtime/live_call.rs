@@ -22,6 +22,7 @@ use std::time::{Instant, SystemTime};
 
 use std::collections::HashMap;
 
+use serde::Serialize;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
@@ -69,10 +70,11 @@ pub enum LiveOutput {
     Event(CallEvent),
 }
 
-/// A call ready for the outcome recorder.
-#[derive(Debug, Clone)]
+/// A call ready for the outcome recorder (and, as JSON, for a report).
+#[derive(Debug, Clone, Serialize)]
 pub struct CallSummary {
     pub call_id: CallId,
+    #[serde(skip)]
     pub flow: Arc<Flow>,
     pub turns: Vec<TurnRecord>,
     pub counters: CallCounters,
@@ -80,7 +82,9 @@ pub struct CallSummary {
     pub slots: BTreeMap<String, String>,
     pub tasks_attempted: Vec<String>,
     pub tasks_completed: Vec<String>,
+    #[serde(skip)]
     pub answered_at: SystemTime,
+    #[serde(skip)]
     pub ended_at: SystemTime,
     pub duration_ms: f64,
     /// The call ended in a hand-off to a person.

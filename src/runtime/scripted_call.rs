@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::live_call::{CallOrigin, CallServices, CallSummary, LiveCall, LiveOutput};
-use crate::call::{CallConfig, CallCounters, CallState, TurnRecord};
+use crate::call::{CallConfig, CallState};
 use crate::engine::pool::CallId;
 use crate::flow::Flow;
 use crate::outcome::event::Channel;
@@ -37,20 +37,8 @@ pub struct CallerScript {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CallReport {
-    pub call_id: CallId,
-    pub turns: Vec<TurnRecord>,
-    pub counters: CallCounters,
-    pub final_state: CallState,
-    pub slots: std::collections::BTreeMap<String, String>,
-    pub tasks_completed: Vec<String>,
-    pub tasks_attempted: Vec<String>,
-    pub duration_ms: f64,
-    /// The call ended in a hand-off to a person.
-    pub transferred: bool,
-    /// The engine refused work (saturated) this many times.
-    pub refused: u32,
-    /// What the outcome recorder needs.
-    #[serde(skip)]
+    /// Turn records, counters, slots, tasks: what the outcome recorder needs.
+    #[serde(flatten)]
     pub summary: CallSummary,
     /// Agent audio as the caller heard it, 16 kHz mono, aligned to the call's start.
     #[serde(skip)]
@@ -155,19 +143,5 @@ pub fn run_scripted_call(
             break;
         }
     }
-    let summary = call.finish(Instant::now());
-    CallReport {
-        call_id,
-        turns: summary.turns.clone(),
-        counters: summary.counters.clone(),
-        final_state: summary.final_state,
-        slots: summary.slots.clone(),
-        tasks_completed: summary.tasks_completed.clone(),
-        tasks_attempted: summary.tasks_attempted.clone(),
-        duration_ms: summary.duration_ms,
-        transferred: summary.transferred,
-        refused: summary.refused,
-        summary,
-        agent_audio,
-    }
+    CallReport { summary: call.finish(Instant::now()), agent_audio }
 }

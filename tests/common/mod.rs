@@ -3,3 +3,4 @@
 pub mod daemon;
 pub mod rtp_peer;
 pub mod scoring;
+pub mod sipp;

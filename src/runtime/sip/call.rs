@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 
-use super::FromCall;
+use super::{sleep_until, FromCall};
 use crate::call::CallEvent;
 use crate::flow::Flow;
 use crate::media::FRAME_SAMPLES;
@@ -315,12 +315,5 @@ fn log_event(node: &Node, event: &CallEvent) {
 async fn send(sock: &UdpSocket, to: SocketAddr, data: &[u8]) {
     if let Err(e) = sock.send_to(data, to).await {
         tracing::debug!(%to, error = %e, "RTP send failed");
-    }
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

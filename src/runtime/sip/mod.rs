@@ -319,9 +319,7 @@ impl SipServer {
     async fn event(&mut self, event: UasEvent) {
         let now = Instant::now();
         match event {
-            UasEvent::IncomingCall { call, trunk, flow, number, caller, call_id, remote, sdp_offer } => {
-                self.incoming(now, call, IncomingCall { trunk, flow, number, caller, call_id, remote, sdp_offer }).await;
-            }
+            incoming @ UasEvent::IncomingCall { .. } => self.incoming(now, incoming).await,
             UasEvent::CallConfirmed { call } => self.to_call(call, ToCall::Confirmed),
             UasEvent::CallCancelled { call } => {
                 self.to_call(call, ToCall::Hangup { reason: "cancelled by the caller".into(), send_bye: false })
@@ -354,11 +352,14 @@ impl SipServer {
         }
     }
 
-    async fn incoming(&mut self, now: Instant, call: SipCallId, inc: IncomingCall) {
-        let span = tracing::info_span!("call", call_id = %inc.call_id, trunk = %inc.trunk, channel = "sip");
+    async fn incoming(&mut self, now: Instant, event: UasEvent) {
+        let UasEvent::IncomingCall { call, trunk, flow: flow_name, number, caller, call_id, remote, sdp_offer } = event else {
+            return;
+        };
+        let span = tracing::info_span!("call", call_id = %call_id, trunk = %trunk, channel = "sip");
         let _g = span.enter();
-        let Some(flow) = self.node.flows().get(&inc.flow).cloned() else {
-            tracing::error!(flow = %inc.flow, "trunk routes to a flow that is not loaded; 503");
+        let Some(flow) = self.node.flows().get(&flow_name).cloned() else {
+            tracing::error!(flow = %flow_name, "trunk routes to a flow that is not loaded; 503");
             self.uas.reject(now, call, 503, None);
             return;
         };
@@ -368,7 +369,7 @@ impl SipServer {
             self.uas.reject(now, call, 503, None);
             return;
         }
-        let Some(offer) = inc.sdp_offer.as_deref() else {
+        let Some(offer) = sdp_offer.as_deref() else {
             tracing::warn!("INVITE without an SDP offer (late offer) is not supported; 488");
             self.uas.reject(now, call, 488, Some("399 voice-edge \"an SDP offer is required in the INVITE\""));
             return;
@@ -389,14 +390,14 @@ impl SipServer {
             }
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        let transfer_target = self.trunk_targets.get(&inc.trunk).cloned().flatten();
-        tracing::info!(number = %inc.number, caller = %inc.caller, remote = %inc.remote, codec = ?negotiated.codec.kind, flow = %flow.name, "incoming call");
+        let transfer_target = self.trunk_targets.get(&trunk).cloned().flatten();
+        tracing::info!(number = %number, caller = %caller, remote = %remote, codec = ?negotiated.codec.kind, flow = %flow.name, "incoming call");
         let ctx = SipCallContext {
             node: self.node.clone(),
             sip_call: call,
-            sip_call_id: inc.call_id,
-            trunk: inc.trunk,
-            number: inc.number,
+            sip_call_id: call_id,
+            trunk,
+            number,
             flow,
             negotiated,
             rtp,
@@ -520,16 +521,6 @@ impl SipServer {
 /// An idle SIP TCP connection is closed after this long.
 const TCP_IDLE: Duration = Duration::from_secs(600);
 
-struct IncomingCall {
-    trunk: String,
-    flow: String,
-    number: String,
-    caller: String,
-    call_id: String,
-    remote: SocketAddr,
-    sdp_offer: Option<String>,
-}
-
 async fn recv_udp(sock: &Option<Arc<UdpSocket>>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
     match sock {
         Some(s) => s.recv_from(buf).await,
@@ -544,7 +535,8 @@ async fn accept_tcp(l: &Option<TcpListener>) -> std::io::Result<(tokio::net::Tcp
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever when there is no deadline (a `select!` arm).
+pub(super) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
