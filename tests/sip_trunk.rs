@@ -22,6 +22,14 @@ use common::rtp_peer::{to_8k, RtpPeer};
 use common::scoring::require_testdata;
 use serde_json::Value;
 
+/// The tests of this file run one at a time: each starts a node whose
+/// answers are timed, and two nodes on two cores slow each other down.
+static ONE_NODE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_node_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_NODE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn utterance(id: &str) -> Vec<f32> {
     let path = require_testdata(&format!("utterances/{id}.wav"));
     let audio = voice_edge::media::read_wav_engine(&path).expect("read utterance");
@@ -52,6 +60,7 @@ fn turns_of(node: &Daemon, call_id: &str) -> Vec<Value> {
 
 #[test]
 fn sipp_calls_are_answered_by_the_agent() {
+    let _serial = one_node_at_a_time();
     let mut node = Daemon::start("answer_after_ms = 0", "");
 
     // 1. A question in recorded speech; the agent's spoken answer comes back
@@ -156,8 +165,12 @@ fn sipp_calls_are_answered_by_the_agent() {
         peer.listen(Duration::from_millis(3500));
         peer.say(&utterance("u01"));
         let spoke_until = peer.heard.len() as f64 / 8000.0;
-        peer.listen(Duration::from_secs(5));
-        let answer = peer.level_since(spoke_until);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        let mut answer = peer.level_since(spoke_until);
+        while Instant::now() < deadline && answer.voiced_fraction <= 0.1 {
+            peer.listen(Duration::from_millis(500));
+            answer = peer.level_since(spoke_until);
+        }
         assert!(answer.voiced_fraction > 0.1 && answer.rms > 0.01, "an answer over a TCP-signalled call: {answer:?}");
         sipp.finish(&node, Duration::from_secs(30));
         wait_call_record(&node, "15550008", Duration::from_secs(10));
@@ -179,6 +192,7 @@ fn sipp_calls_are_answered_by_the_agent() {
 
 #[test]
 fn cancel_before_answer_gets_487() {
+    let _serial = one_node_at_a_time();
     let mut node = Daemon::start("answer_after_ms = 3000", "");
     let peer = RtpPeer::bind();
     let sipp = Sipp::start(&node, "uac_cancel.xml", &[("rtp_port", peer.port.to_string()), ("service", "15550006".into())], &[]);
@@ -193,6 +207,7 @@ fn cancel_before_answer_gets_487() {
 
 #[test]
 fn twenty_simultaneous_calls_all_get_answers() {
+    let _serial = one_node_at_a_time();
     const CALLS: usize = 20;
     let mut node = Daemon::start("", "[engine]\nqueue_depth = 64\nadmit_below = 48\n");
     let question = utterance("u01");
