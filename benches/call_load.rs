@@ -5,9 +5,12 @@
 //! agent's. All N calls start together and share the engine pool, as calls
 //! on one node do. For N = 1, 2, 4, 8, ... (until voice-to-voice p95 passes
 //! 1 s, or `CALL_LOAD_MAX`) it prints voice-to-voice p50/p95 over every
-//! turn, turns answered, engine refusals (saturation), process CPU per call
-//! (cores) and resident memory per call. Default models and config, or
-//! `VOICE_EDGE_CONFIG=FILE`. Results: docs/PERFORMANCE.md.
+//! turn, the medians of the stages behind it (end of utterance, ASR,
+//! intent), turns answered, engine refusals (saturation), process CPU per
+//! call (cores) and resident memory per call. Each N runs `CALL_LOAD_ROUNDS`
+//! times (default 3), the conversations rotating between the calls. Default
+//! models and config, or `VOICE_EDGE_CONFIG=FILE`. Results:
+//! docs/PERFORMANCE.md.
 //!
 //!     cargo bench --bench call_load
 
@@ -62,6 +65,7 @@ fn main() {
     let cfg = Config::load_or_embedded(std::env::var_os("VOICE_EDGE_CONFIG").as_deref().map(std::path::Path::new))
         .expect("config");
     let max_calls: usize = std::env::var("CALL_LOAD_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rounds: usize = std::env::var("CALL_LOAD_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
     let flow = Arc::new(cfg.default_flow().expect("flow"));
     let rss_before = rss_mib();
     let pool = Arc::new(EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow)).expect("models: run `voice-edge models fetch`"));
@@ -81,31 +85,35 @@ fn main() {
         .collect();
 
     println!("engine loaded: {:.0} MiB resident (was {:.0} MiB before models)", rss_engine, rss_before);
-    println!("| calls | turns | v2v p50 ms | v2v p95 ms | refused | engine failures | CPU per call (cores) | RSS per call MiB |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| calls | turns | v2v p50 ms | v2v p95 ms | eou p50 | ASR p50 | intent p50 | refused | engine failures | CPU per call (cores) | RSS per call MiB |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut n = 1usize;
     let mut next_call_id = 1u64;
     while n <= max_calls {
         let cpu0 = cpu_seconds();
         let wall0 = Instant::now();
         let peak_rss = Arc::new(std::sync::Mutex::new(rss_mib()));
-        let reports: Vec<CallReport> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..n)
-                .map(|i| {
-                    let (services, flow, cfg, script) = (&services, flow.clone(), &cfg, &scripts[i % scripts.len()]);
-                    let id = next_call_id + i as u64;
-                    let peak = peak_rss.clone();
-                    s.spawn(move || {
-                        let r = run_scripted_call(&services, id, flow, cfg.call.clone(), cfg.vad.clone(), script);
-                        let mut p = peak.lock().unwrap();
-                        *p = p.max(rss_mib());
-                        r
+        let mut reports: Vec<CallReport> = Vec::new();
+        for round in 0..rounds {
+            reports.extend(std::thread::scope(|s| {
+                let handles: Vec<_> = (0..n)
+                    .map(|i| {
+                        let script = &scripts[(i + round) % scripts.len()];
+                        let (services, flow, cfg) = (&services, flow.clone(), &cfg);
+                        let id = next_call_id + i as u64;
+                        let peak = peak_rss.clone();
+                        s.spawn(move || {
+                            let r = run_scripted_call(&services, id, flow, cfg.call.clone(), cfg.vad.clone(), script);
+                            let mut p = peak.lock().unwrap();
+                            *p = p.max(rss_mib());
+                            r
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("call thread")).collect()
-        });
-        next_call_id += n as u64;
+                    .collect();
+                handles.into_iter().map(|h| h.join().expect("call thread")).collect::<Vec<_>>()
+            }));
+            next_call_id += n as u64;
+        }
         let wall = wall0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
         let mut v2v: Vec<f64> = reports.iter().flat_map(|r| r.summary.turns.iter().filter_map(|t| t.voice_to_voice_ms)).collect();
@@ -114,10 +122,15 @@ fn main() {
         let failures: u32 = reports.iter().map(|r| r.summary.counters.engine_failures).sum();
         let p50 = percentile(&mut v2v, 0.5);
         let p95 = percentile(&mut v2v, 0.95);
+        let stage = |f: fn(&voice_edge::call::TurnRecord) -> Option<f64>| {
+            let mut v: Vec<f64> = reports.iter().flat_map(|r| r.summary.turns.iter().filter_map(f)).collect();
+            percentile(&mut v, 0.5)
+        };
+        let (eou, asr, intent) = (stage(|t| Some(t.end_of_utterance_ms)), stage(|t| t.asr_ms), stage(|t| t.intent_ms));
         let rss_per_call = (*peak_rss.lock().unwrap() - rss_engine).max(0.0) / n as f64;
         println!(
-            "| {n} | {turns}/{} | {p50:.0} | {p95:.0} | {refused} | {failures} | {:.2} | {rss_per_call:.1} |",
-            2 * n,
+            "| {n} | {turns}/{} | {p50:.0} | {p95:.0} | {eou:.0} | {asr:.0} | {intent:.0} | {refused} | {failures} | {:.2} | {rss_per_call:.1} |",
+            2 * n * rounds,
             cpu / wall / n as f64
         );
         if p95 > 1000.0 {

@@ -22,14 +22,15 @@ done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# System packages: build (cmake, libclang for bindgen), TTS (espeak-ng),
+# System packages: build (cmake, libclang for bindgen, ALSA headers for the
+# microphone and speaker of `voice-edge talk`), TTS (espeak-ng),
 # model fetching (pip), tests (flite and sox make and convert test speech,
 # nats-server is the real collector the shipping tests start, sip-tester is
 # SIPp and baresip the second SIP user agent the trunk tests call with,
 # systemd gives systemd-analyze for the unit test, util-linux unshare for
-# the journald test).
-pkgs=(cmake libclang-dev clang pkg-config build-essential espeak-ng libespeak-ng-dev python3-pip)
-[ "$with_tests" = 1 ] && pkgs+=(flite sox nats-server sip-tester baresip systemd util-linux)
+# the journald test, chromium the real browser of the widget test).
+pkgs=(cmake libclang-dev clang pkg-config build-essential libasound2-dev espeak-ng libespeak-ng-dev python3-pip)
+[ "$with_tests" = 1 ] && pkgs+=(flite sox nats-server sip-tester baresip systemd util-linux chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -83,3 +83,38 @@ fn a_two_turn_call_fills_the_order_number_and_completes_the_task() {
     let json = String::from_utf8(stored[2].1.clone()).unwrap();
     assert!(json.contains("\"resolution\":\"at_edge\"") && json.contains("\"tasks_completed\":[\"order_status\"]"), "{json}");
 }
+
+/// A transcription cancelled while the ASR worker has it in hand is given
+/// up half-way (whisper's abort callback), not run to its end: the next
+/// request (a final transcript behind a stale partial) gets the thread.
+#[test]
+fn cancelling_a_transcription_in_hand_aborts_it() {
+    use voice_edge::call::EngineResult;
+    use voice_edge::engine::pool::Job;
+    voice_edge::ops::logging::route_native_logs();
+    let mut cfg = Config::embedded().unwrap();
+    // The full 30 s window: long enough (over a second on two cores) to be
+    // surely in hand when it is cancelled.
+    cfg.asr.reduced_audio_ctx = false;
+    let flow = Arc::new(cfg.default_flow().unwrap());
+    let pool = EnginePool::start(&cfg, cfg.engine.clone(), std::slice::from_ref(&flow))
+        .expect("engine start (models missing? run `voice-edge models fetch --set test`)");
+    let caller = Tts::new(TtsConfig { voice: "en-us+m3".into(), rate_wpm: 150, ..Default::default() }).unwrap();
+    let long: Arc<[f32]> = caller_says(&caller, "I would like to know where my order is, it was due last week and it still has not arrived.").into();
+    let short: Arc<[f32]> = caller_says(&caller, "Where is my order?").into();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    pool.submit(1, 1, Job::Transcribe { audio: long, prompt: None, optional: true }, tx.clone()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    pool.cancel(1, 1);
+    pool.submit(1, 2, Job::Transcribe { audio: short, prompt: None, optional: false }, tx).unwrap();
+    let result = rx.blocking_recv().expect("the second request is answered");
+    match result {
+        EngineResult::Transcript { id, text } => {
+            assert_eq!(id, 2, "the cancelled request has no result");
+            assert!(text.to_lowercase().contains("order"), "{text}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let stats = pool.stats();
+    assert_eq!((stats.aborted, stats.cancelled_dropped), (1, 1), "{stats:?}");
+}

@@ -113,6 +113,9 @@ pub struct CallConfig {
     pub barge_in: BargeInConfig,
     /// Request a partial transcript this often while the caller speaks.
     pub partial_interval_ms: u32,
+    /// Have the intent model evaluate each partial transcript while the
+    /// caller speaks, so the turn's classification has less left to do.
+    pub warm_intent: bool,
     /// Longer caller speech is cut into a turn.
     pub max_utterance_ms: u32,
     /// Speak `filler_text` when no reply audio is ready this long after the endpoint.
@@ -137,6 +140,7 @@ impl Default for CallConfig {
             endpointing: EndpointingConfig::default(),
             barge_in: BargeInConfig::default(),
             partial_interval_ms: 500,
+            warm_intent: true,
             max_utterance_ms: 20_000,
             filler_after_ms: 900,
             filler_text: "One moment.".into(),
@@ -200,6 +204,21 @@ pub enum CallState {
     Ended,
 }
 
+impl CallState {
+    /// The state's name as it appears in JSON (snake case).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Listening => "listening",
+            CallState::CallerSpeaking => "caller_speaking",
+            CallState::Thinking => "thinking",
+            CallState::AgentSpeaking => "agent_speaking",
+            CallState::Transferring => "transferring",
+            CallState::Survey => "survey",
+            CallState::Ended => "ended",
+        }
+    }
+}
+
 /// Identifies one engine request of this call.
 pub type RequestId = u64;
 
@@ -211,6 +230,10 @@ pub enum Command {
     Transcribe { id: RequestId, audio: Arc<[f32]>, partial: bool, prompt: Option<String> },
     /// Classify what the caller said among the flow's intents.
     Classify { id: RequestId, text: String },
+    /// The caller's words so far (the latest partial transcript), so the
+    /// intent model can evaluate them before the turn ends. Nothing comes
+    /// back; the driver may drop it when the engine is busy.
+    WarmIntent { text: String },
     /// Speak text; the result is 16 kHz mono audio.
     Synthesize { id: RequestId, text: String },
     /// Answer the caller's turn with the central cluster: stream the answer
@@ -523,6 +546,9 @@ pub struct Call {
     cluster: Option<ClusterStream>,
 
     survey: Option<SurveyRun>,
+    /// The flow's `[survey]` runs after the goodbye (phones); off where the
+    /// channel rates the call itself.
+    keypad_survey: bool,
     satisfaction: Option<u8>,
 }
 
@@ -612,6 +638,7 @@ impl Call {
             failed_streak: 0,
             cluster: None,
             survey: None,
+            keypad_survey: true,
             satisfaction: None,
             cfg,
         }
@@ -622,6 +649,13 @@ impl Call {
     pub fn with_router(mut self, router: Arc<Router>) -> Self {
         self.router = router;
         self
+    }
+
+    /// Whether the flow's keypad survey runs after the goodbye (on until
+    /// set). Off where the channel collects the rating itself (the browser
+    /// widget's stars).
+    pub fn set_keypad_survey(&mut self, on: bool) {
+        self.keypad_survey = on;
     }
 
     /// Whether the central cluster can take an escalation now (the driver
@@ -889,6 +923,9 @@ impl Call {
                 self.partial_request = None;
                 if self.state == CallState::CallerSpeaking {
                     self.partial_text = text.clone();
+                    if self.cfg.warm_intent && !text.trim().is_empty() {
+                        self.command(Command::WarmIntent { text: text.clone() });
+                    }
                     self.event(CallEvent::PartialTranscript { text });
                 }
             }

@@ -34,6 +34,9 @@ pub(super) struct SurveyRun {
 impl Call {
     /// Starts the flow's survey, if it has one (false: hang up as usual).
     pub(super) fn start_survey(&mut self, now: Instant) -> bool {
+        if !self.keypad_survey {
+            return false;
+        }
         let Some(spec) = self.session.flow().survey.clone() else { return false };
         self.set_state(CallState::Survey, now);
         let id = self.request(Purpose::SurveyPrompt);

@@ -149,7 +149,7 @@ impl Sim {
                     }
                     Command::Cancel { id } => self.due.retain(|(_, r)| r.id() != *id),
                     Command::SendAudio(f) => self.sent_frames.push((at, f.clone())),
-                    Command::Transfer | Command::Hangup => {}
+                    Command::Transfer | Command::Hangup | Command::WarmIntent { .. } => {}
                 }
             }
             self.log.push((at, out));
@@ -292,6 +292,9 @@ fn partial_transcripts_stream_while_the_caller_speaks() {
     let partials = sim.commands().iter().filter(|(_, c)| matches!(c, Command::Transcribe { partial: true, .. })).count();
     assert!((3..=5).contains(&partials), "one partial per 500 ms of speech, got {partials}");
     assert!(sim.events().iter().any(|(_, e)| matches!(e, CallEvent::PartialTranscript { text } if text == "where is my order")));
+    // Each partial warms the intent model with the words so far.
+    let warmed = sim.commands().iter().filter(|(_, c)| matches!(c, Command::WarmIntent { text } if text == "where is my order")).count();
+    assert!(warmed >= 2, "a warm-up per partial, got {warmed}");
 }
 
 #[test]
@@ -875,6 +878,19 @@ fn repeated_failures_escalate_and_keyed_turns_stay_on_the_edge() {
     assert!(sim.escalations().is_empty(), "keyed turns are never escalated");
     let keyed = sim.turns().into_iter().find(|t| t.dtmf.is_some()).unwrap();
     assert_eq!((keyed.tier, keyed.route_reason), (TurnTier::Edge, None));
+}
+
+#[test]
+fn without_the_keypad_survey_the_goodbye_hangs_up() {
+    let mut sim = Sim::new();
+    sim.call.set_keypad_survey(false);
+    let mut sim = sim.answered();
+    sim.intent = "goodbye".into();
+    sim.say(3000);
+    let survey = sim.call.session().flow().survey.clone().unwrap();
+    assert!(sim.synthesized(&survey.prompt).is_empty(), "the channel rates the call itself");
+    assert_eq!(sim.call.state(), CallState::Ended);
+    assert!(sim.hangup_at().is_some());
 }
 
 /// A call that has just said its goodbye, its survey prompt requested.

@@ -68,6 +68,22 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// A live conversation through this machine's microphone and speaker.
+    /// Ctrl-C hangs up; then the call report is printed as JSON. Exits
+    /// non-zero, saying what is missing, when there is no audio device.
+    Talk {
+        #[arg(long)]
+        flow: Option<String>,
+        /// Capture device by name (default: the system's default).
+        #[arg(long, value_name = "DEVICE")]
+        input: Option<String>,
+        /// Playback device by name (default: the system's default).
+        #[arg(long, value_name = "DEVICE")]
+        output: Option<String>,
+        /// Hang up after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        max_seconds: Option<u64>,
+    },
     /// Speak text with the configured TTS voice into a WAV file (16 kHz).
     Say {
         text: String,
@@ -149,6 +165,7 @@ pub fn run() -> Result<ExitCode> {
             turn(&cfg, &wavs, flow.as_deref(), dtmf.as_deref(), same_call, out.as_deref(), out_dir.as_deref())
         }
         Command::Call { wavs, flow, think_ms, out } => scripted_call(&cfg, &wavs, flow.as_deref(), think_ms, out.as_deref()),
+        Command::Talk { flow, input, output, max_seconds } => talk(&cfg, flow.as_deref(), input, output, max_seconds),
         Command::Serve => {
             crate::runtime::daemon::serve(cfg, cli.config.clone())?;
             Ok(ExitCode::SUCCESS)
@@ -263,17 +280,49 @@ fn scripted_call(cfg: &Config, wavs: &[PathBuf], flow_name: Option<&str>, think_
     if let Some(p) = out {
         wav::write_wav(p, ENGINE_RATE, &report.agent_audio)?;
     }
-    record_outcomes(cfg, &report)?;
+    record_outcomes(cfg, &report.summary)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Raised by SIGINT during `talk`: the person at the microphone hangs up.
+static TALK_HANGUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn talk_sigint(_: libc::c_int) {
+    TALK_HANGUP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn talk(cfg: &Config, flow_name: Option<&str>, input: Option<String>, output: Option<String>, max_seconds: Option<u64>) -> Result<ExitCode> {
+    use crate::engine::pool::EnginePool;
+    use crate::runtime::talk::{run_talk, AudioDevices, DeviceChoice};
+    // The devices first: without them there is nothing to load models for.
+    let devices = AudioDevices::open(&DeviceChoice { input, output })?;
+    eprintln!("talk: microphone {:?}, speaker {:?}; loading models ...", devices.input_name, devices.output_name);
+    let flow = Arc::new(match flow_name {
+        Some(name) => cfg.load_flow(name)?,
+        None => cfg.default_flow()?,
+    });
+    let pool = Arc::new(EnginePool::start(cfg, cfg.engine.clone(), std::slice::from_ref(&flow))?);
+    let services = crate::runtime::live_call::CallServices::edge_only(pool);
+    let handler = talk_sigint as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+    eprintln!("talk: the agent is on the line; Ctrl-C hangs up");
+    let max = max_seconds.map(std::time::Duration::from_secs);
+    let report = run_talk(&devices, &services, flow, cfg.call.clone(), cfg.vad.clone(), max, &TALK_HANGUP)?;
+    record_outcomes(cfg, &report.summary)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Appends the call's outcome events to the durable spool and commits them.
-fn record_outcomes(cfg: &Config, report: &crate::runtime::scripted_call::CallReport) -> Result<()> {
+fn record_outcomes(cfg: &Config, summary: &crate::runtime::live_call::CallSummary) -> Result<()> {
     use crate::outcome::{Spool, SpoolConfig};
-    let ms = report.summary.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    use crate::runtime::live_call::CallOrigin;
+    let ms = summary.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let call_id = format!("cli-{ms}");
-    let events = report.outcome_events(&cfg.node.id, &call_id, "cli")?;
+    let origin = CallOrigin { node_id: &cfg.node.id, call_id: &call_id, channel: crate::outcome::event::Channel::Local, trunk_or_site: "cli", number: "local" };
+    let events = summary.outcome_events(origin)?;
     let dir = cfg.collector.spool_dir();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.clone())).with_context(|| format!("opening the outcome spool {}", dir.display()))?;
     let now = std::time::Instant::now();

@@ -8,6 +8,7 @@
 //! fast enough for a live call. Blocking: run it on an engine thread.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -23,6 +24,8 @@ pub enum AsrError {
     State(whisper_rs::WhisperError),
     #[error("whisper decode failed: {0}")]
     Decode(whisper_rs::WhisperError),
+    #[error("transcription aborted: its result is no longer wanted")]
+    Aborted,
 }
 
 /// `[asr]` in the config.
@@ -121,6 +124,13 @@ impl AsrSession<'_> {
     /// Transcribes one utterance of 16 kHz mono audio. `prompt` primes the
     /// decoder with the conversation's vocabulary (the flow's `asr_prompt`).
     pub fn transcribe(&mut self, samples: &[f32], prompt: Option<&str>) -> Result<Transcript, AsrError> {
+        self.transcribe_abortable(samples, prompt, None)
+    }
+
+    /// [`transcribe`](Self::transcribe), given up (with
+    /// [`AsrError::Aborted`]) soon after `abort` is raised: whisper checks
+    /// it between graph nodes and decoded tokens.
+    pub fn transcribe_abortable(&mut self, samples: &[f32], prompt: Option<&str>, abort: Option<&AtomicBool>) -> Result<Transcript, AsrError> {
         let started = Instant::now();
         let cfg = &self.model.cfg;
         let mut audio;
@@ -159,7 +169,24 @@ impl AsrSession<'_> {
             params.set_audio_ctx(frames.min(FULL_AUDIO_CTX) as i32);
         }
 
-        self.state.full(params, input).map_err(AsrError::Decode)?;
+        if let Some(flag) = abort {
+            unsafe extern "C" fn raised(flag: *mut std::ffi::c_void) -> bool {
+                // SAFETY: the pointer is the `&AtomicBool` set below, alive
+                // for the whole of `full`, which is the only caller.
+                unsafe { (*(flag as *const AtomicBool)).load(Ordering::Relaxed) }
+            }
+            // SAFETY: `flag` outlives `params` and the `full` call using it.
+            unsafe {
+                params.set_abort_callback(Some(raised));
+                params.set_abort_callback_user_data(flag as *const AtomicBool as *mut std::ffi::c_void);
+            }
+        }
+
+        let decoded = self.state.full(params, input);
+        if abort.is_some_and(|f| f.load(Ordering::Relaxed)) {
+            return Err(AsrError::Aborted);
+        }
+        decoded.map_err(AsrError::Decode)?;
 
         let mut text = String::new();
         let (mut prob_sum, mut prob_n) = (0.0f32, 0usize);

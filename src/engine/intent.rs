@@ -10,6 +10,12 @@
 //!   of model text. Where labels share leading tokens, the deeper branch
 //!   points are evaluated in the same batch on copies of the sequence.
 //! * After the turn the KV cache is cut back to the prefix.
+//! * Warm drafts: while a caller is still speaking, [`IntentClassifier::warm`]
+//!   evaluates their words so far (a partial transcript) on a sequence of
+//!   their own, keyed by call. Their turn's classification then evaluates
+//!   only what differs from the draft (the tokens after the longest common
+//!   prefix) plus the assistant header. Up to [`MAX_WARM`] calls keep a
+//!   draft; the least recently warmed one gives way.
 //!
 //! Prompts use the ChatML layout (`<|im_start|>role ... <|im_end|>`), which
 //! the Qwen2.5 and SmolLM2 families use; models with another chat template
@@ -181,6 +187,19 @@ const LABEL_END: &str = "<|im_end|>";
 const PREFIX_BATCH: usize = 512;
 /// Utterances classified together in one decode, at most.
 pub const MAX_BATCH: usize = 8;
+/// Calls whose words so far are kept warm in the cache, at most.
+pub const MAX_WARM: usize = 8;
+
+/// What identifies a caller's warm draft (the engine uses the call id).
+pub type DraftKey = u64;
+
+/// A caller's words so far, evaluated on their own sequence after the prefix.
+struct Draft {
+    key: DraftKey,
+    seq: i32,
+    tokens: Vec<LlamaToken>,
+    last_used: u64,
+}
 
 pub struct IntentClassifier<'m> {
     model: &'m IntentModel,
@@ -188,6 +207,10 @@ pub struct IntentClassifier<'m> {
     labels: Vec<String>,
     trie: LabelTrie,
     prefix_len: usize,
+    drafts: Vec<Draft>,
+    /// The first of the [`MAX_WARM`] sequences kept for drafts.
+    first_draft_seq: i32,
+    uses: u64,
 }
 
 impl<'m> IntentClassifier<'m> {
@@ -199,8 +222,11 @@ impl<'m> IntentClassifier<'m> {
             .map(|l| model.tokenize(&format!("{l}{LABEL_END}"), true).iter().map(|t| t.0).collect())
             .collect();
         let trie = LabelTrie::new(label_tokens)?;
-        // the prompt's sequence, then per batched request its own and one per deeper branch point
-        let n_seq = 1 + MAX_BATCH * (1 + trie.branch_points().iter().filter(|b| !b.path.is_empty()).count());
+        // the prompt's sequence, then per batched request its own and one per
+        // deeper branch point, then the drafts
+        let per_request = 1 + trie.branch_points().iter().filter(|b| !b.path.is_empty()).count();
+        let first_draft_seq = (1 + MAX_BATCH * per_request) as i32;
+        let n_seq = 1 + MAX_BATCH * per_request + MAX_WARM;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(cfg.context_tokens))
             .with_n_batch(PREFIX_BATCH as u32)
@@ -214,11 +240,11 @@ impl<'m> IntentClassifier<'m> {
 
         let mut prefix = model.model.vocab().tokenize(prompt_prefix(flow).as_bytes(), true, true);
         prefix.shrink_to_fit();
-        let needed = prefix.len() + MAX_BATCH * (cfg.max_utterance_tokens as usize + 64);
+        let needed = prefix.len() + (MAX_BATCH + MAX_WARM) * (cfg.max_utterance_tokens as usize + 64);
         if needed > n_ctx as usize {
             return Err(IntentError::PromptTooLong { tokens: needed, n_ctx });
         }
-        let mut clf = IntentClassifier { model, ctx, labels, trie, prefix_len: prefix.len() };
+        let mut clf = IntentClassifier { model, ctx, labels, trie, prefix_len: prefix.len(), drafts: Vec::new(), first_draft_seq, uses: 0 };
         clf.eval_prefix(&prefix)?;
         Ok(clf)
     }
@@ -255,11 +281,18 @@ impl<'m> IntentClassifier<'m> {
     /// each gets its own sequence, a copy of the cached prefix, and all their
     /// tokens go through the model together. At most [`MAX_BATCH`].
     pub fn classify_batch(&mut self, utterances: &[&str]) -> Result<Vec<IntentDecision>, IntentError> {
-        if utterances.is_empty() {
+        let requests: Vec<(Option<DraftKey>, &str)> = utterances.iter().map(|u| (None, *u)).collect();
+        self.classify_drafted(&requests)
+    }
+
+    /// [`classify_batch`](Self::classify_batch), each utterance starting
+    /// from its caller's warm draft where there is one.
+    pub fn classify_drafted(&mut self, requests: &[(Option<DraftKey>, &str)]) -> Result<Vec<IntentDecision>, IntentError> {
+        if requests.is_empty() {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let utterances = &utterances[..utterances.len().min(MAX_BATCH)];
+        let utterances = &requests[..requests.len().min(MAX_BATCH)];
         let result = self.score_batch(utterances);
         // Whatever happened, leave only the prefix in the cache.
         let reset = self.reset_to_prefix(utterances.len());
@@ -283,29 +316,111 @@ impl<'m> IntentClassifier<'m> {
         1 + self.trie.branch_points().iter().filter(|b| !b.path.is_empty()).count() as i32
     }
 
-    fn score_batch(&mut self, utterances: &[&str]) -> Result<Vec<(Vec<f32>, usize)>, IntentError> {
+    /// The caller's words as tokens: plain text (special-token syntax in
+    /// them is not parsed), cut at `max_utterance_tokens`.
+    fn words(&self, utterance: &str) -> Vec<LlamaToken> {
+        let mut words = self.model.tokenize(utterance.trim(), false);
+        words.truncate(self.model.cfg.max_utterance_tokens as usize);
+        words
+    }
+
+    /// Evaluates a caller's words so far (a partial transcript) on their
+    /// draft, reusing what the draft already holds. Returns the tokens
+    /// evaluated. On failure the draft is dropped.
+    pub fn warm(&mut self, key: DraftKey, partial: &str) -> Result<usize, IntentError> {
+        let words = self.words(partial);
+        let d = self.draft_for(key)?;
+        let (seq, held) = (self.drafts[d].seq, self.drafts[d].tokens.len());
+        let common = common_prefix(&self.drafts[d].tokens, &words);
+        let result = self.extend_draft(seq, held, common, &words);
+        match result {
+            Ok(()) => {
+                self.drafts[d].tokens = words;
+                Ok(self.drafts[d].tokens.len() - common)
+            }
+            Err(e) => {
+                let gone = self.drafts.swap_remove(d);
+                let _ = self.ctx.kv_cache_seq_rm(gone.seq, None, None);
+                Err(e)
+            }
+        }
+    }
+
+    fn extend_draft(&mut self, seq: i32, held: usize, common: usize, words: &[LlamaToken]) -> Result<(), IntentError> {
+        let kv = |e: llama_cpp_2::context::kv_cache::KvCacheConversionError| IntentError::KvCache(e.to_string());
+        if common < held {
+            self.ctx.kv_cache_seq_rm(seq, Some((self.prefix_len + common) as u32), None).map_err(kv)?;
+        }
+        let new = &words[common..];
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut batch = LlamaBatch::new(new.len(), 1);
+        for (k, tok) in new.iter().enumerate() {
+            let pos = (self.prefix_len + common + k) as i32;
+            batch.add(*tok, pos, &[seq], k + 1 == new.len()).map_err(|e| IntentError::Decode(e.to_string()))?;
+        }
+        self.ctx.decode(&mut batch).map_err(|e| IntentError::Decode(e.to_string()))
+    }
+
+    /// The index of `key`'s draft, claiming a sequence (the least recently
+    /// used one when all are taken) with only the prefix in it.
+    fn draft_for(&mut self, key: DraftKey) -> Result<usize, IntentError> {
+        self.uses += 1;
+        if let Some(d) = self.drafts.iter().position(|d| d.key == key) {
+            self.drafts[d].last_used = self.uses;
+            return Ok(d);
+        }
+        let kv = |e: llama_cpp_2::context::kv_cache::KvCacheConversionError| IntentError::KvCache(e.to_string());
+        let d = if self.drafts.len() < MAX_WARM {
+            let seq = self.first_draft_seq + self.drafts.len() as i32;
+            self.drafts.push(Draft { key, seq, tokens: Vec::new(), last_used: self.uses });
+            self.drafts.len() - 1
+        } else {
+            let d = (0..self.drafts.len()).min_by_key(|&d| self.drafts[d].last_used).expect("MAX_WARM > 0");
+            self.ctx.kv_cache_seq_rm(self.drafts[d].seq, None, None).map_err(kv)?;
+            let seq = self.drafts[d].seq;
+            self.drafts[d] = Draft { key, seq, tokens: Vec::new(), last_used: self.uses };
+            d
+        };
+        self.ctx.kv_cache_seq_cp(0, self.drafts[d].seq, None, None).map_err(kv)?;
+        Ok(d)
+    }
+
+    fn score_batch(&mut self, requests: &[(Option<DraftKey>, &str)]) -> Result<Vec<(Vec<f32>, usize)>, IntentError> {
         let cfg = &self.model.cfg;
         let per = self.seqs_per_request();
         let suffix = self.model.tokenize(TURN_SUFFIX, true);
-        let turns: Vec<Vec<LlamaToken>> = utterances
+        let turns: Vec<Vec<LlamaToken>> = requests
             .iter()
-            .map(|u| {
-                // The caller's words are plain text: special-token syntax in them is not parsed.
-                let mut words = self.model.tokenize(u.trim(), false);
-                words.truncate(cfg.max_utterance_tokens as usize);
+            .map(|(_, u)| {
+                let mut words = self.words(u);
                 words.extend(suffix.iter().copied());
                 words
             })
             .collect();
 
-        // One decode for every request's words, each on a copy of the prefix.
-        let total: usize = turns.iter().map(Vec::len).sum();
+        // One decode for every request's words, each on a copy of the prefix
+        // (and of its caller's draft as far as the draft agrees).
+        let mut starts = Vec::with_capacity(turns.len());
+        for (i, ((key, _), turn)) in requests.iter().zip(&turns).enumerate() {
+            let seq = 1 + i as i32 * per;
+            let draft = key.and_then(|k| self.drafts.iter().find(|d| d.key == k));
+            let (source, start) = match draft {
+                Some(d) => (d.seq, common_prefix(&d.tokens, &turn[..turn.len() - suffix.len()])),
+                None => (0, 0),
+            };
+            self.ctx
+                .kv_cache_seq_cp(source, seq, None, Some((self.prefix_len + start) as u32))
+                .map_err(|e| IntentError::KvCache(e.to_string()))?;
+            starts.push(start);
+        }
+        let total: usize = turns.iter().zip(&starts).map(|(t, s)| t.len() - s).sum();
         let mut batch = LlamaBatch::new(total.max(1), 1);
         let mut last_index = Vec::with_capacity(turns.len());
-        for (i, turn) in turns.iter().enumerate() {
+        for (i, (turn, &start)) in turns.iter().zip(&starts).enumerate() {
             let seq = 1 + i as i32 * per;
-            self.ctx.kv_cache_seq_cp(0, seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
-            for (k, tok) in turn.iter().enumerate() {
+            for (k, tok) in turn.iter().enumerate().skip(start) {
                 let pos = (self.prefix_len + k) as i32;
                 batch.add(*tok, pos, &[seq], k + 1 == turn.len()).map_err(|e| IntentError::Decode(e.to_string()))?;
             }
@@ -351,12 +466,13 @@ impl<'m> IntentClassifier<'m> {
         let deeper_per_turn: usize = branch_points.iter().map(|b| b.path.len()).sum();
         Ok(turns
             .iter()
+            .zip(&starts)
             .enumerate()
-            .map(|(i, turn)| {
+            .map(|(i, (turn, start))| {
                 let probs = self
                     .trie
                     .probabilities(cfg.temperature, |b, tok| rows[i][b].get(tok as usize).copied().unwrap_or(f32::NEG_INFINITY));
-                (probs, turn.len() + deeper_per_turn)
+                (probs, turn.len() - start + deeper_per_turn)
             })
             .collect())
     }
@@ -369,4 +485,9 @@ impl<'m> IntentClassifier<'m> {
         }
         Ok(())
     }
+}
+
+/// How many leading tokens two sequences share.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

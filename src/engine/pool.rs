@@ -6,19 +6,24 @@
 //!   are created once per flow and shared by every call on that flow.
 //! * Each request carries its call id and request id; the result goes back
 //!   on the channel the caller gave with the request. Work for a cancelled
-//!   request or an ended call is dropped when a worker reaches it.
+//!   request or an ended call is dropped when a worker reaches it; a
+//!   transcription already in hand is aborted (whisper's abort callback),
+//!   so a final transcription never waits behind a stale partial.
 //! * Queues are bounded (`queue_depth` per stage). A full queue refuses the
 //!   request at once ([`SubmitError::Saturated`]) instead of letting every
 //!   call slow down; [`EnginePool::saturated`] tells admission control to
 //!   refuse new calls with a clear reason.
 //! * Intent requests waiting together (from concurrent calls) are classified
 //!   in one llama decode, up to `MAX_BATCH`, each on its own copy of the
-//!   flow's cached prompt prefix.
+//!   flow's cached prompt prefix, and of its call's warm draft: the partial
+//!   transcripts of a caller still speaking are evaluated ahead
+//!   ([`Job::WarmIntent`], optional work), so the turn's classification only
+//!   evaluates the words the draft lacks.
 //! * The async runtime never blocks on inference: submitting is a
 //!   non-blocking channel send.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,7 +32,7 @@ use std::time::Instant;
 use serde::Deserialize;
 
 use super::asr::AsrModel;
-use super::intent::{IntentModel, MAX_BATCH};
+use super::intent::{IntentClassifier, IntentModel, MAX_BATCH};
 use super::tts::Tts;
 use super::EngineLoadError;
 use crate::call::{EngineResult, IntentResult, RequestId};
@@ -72,7 +77,27 @@ pub enum Job {
     /// final transcripts of other calls.
     Transcribe { audio: Arc<[f32]>, prompt: Option<String>, optional: bool },
     Classify { flow: Arc<Flow>, text: String },
+    /// The caller's words so far (a partial transcript): evaluated into the
+    /// call's warm draft so the turn's `Classify` has less left to do. No
+    /// result comes back; shed like an optional transcription.
+    WarmIntent { flow: Arc<Flow>, text: String },
     Synthesize { text: String },
+}
+
+impl Job {
+    fn stage(&self) -> Stage {
+        match self {
+            Job::Transcribe { .. } => Stage::Asr,
+            Job::Classify { .. } | Job::WarmIntent { .. } => Stage::Intent,
+            Job::Synthesize { .. } => Stage::Tts,
+        }
+    }
+
+    /// Work that only makes later work faster or fresher, dropped rather
+    /// than queued behind other work.
+    fn optional(&self) -> bool {
+        matches!(self, Job::Transcribe { optional: true, .. } | Job::WarmIntent { .. })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +106,8 @@ pub enum Stage {
     Intent,
     Tts,
 }
+
+const STAGES: [Stage; 3] = [Stage::Asr, Stage::Intent, Stage::Tts];
 
 impl Stage {
     fn index(self) -> usize {
@@ -110,12 +137,14 @@ struct Envelope {
     reply: ReplyTo,
 }
 
-/// Requests and calls whose results are no longer wanted.
+/// Requests and calls whose results are no longer wanted, and the request
+/// each stage has in hand (so cancelling it can abort it).
 #[derive(Default)]
 struct Cancellations {
     requests: HashSet<(CallId, RequestId)>,
     ended: HashSet<CallId>,
     ended_order: VecDeque<CallId>,
+    running: [Option<(CallId, RequestId)>; 3],
 }
 
 const ENDED_CALLS_REMEMBERED: usize = 4096;
@@ -124,10 +153,20 @@ impl Cancellations {
     fn take(&mut self, call: CallId, id: RequestId) -> bool {
         self.requests.remove(&(call, id)) || self.ended.contains(&call)
     }
+
+    /// Stages whose request in hand matches.
+    fn running_matching(&self, matches: impl Fn(CallId, RequestId) -> bool) -> Vec<Stage> {
+        STAGES.into_iter().filter(|s| self.running[s.index()].is_some_and(|(c, r)| matches(c, r))).collect()
+    }
 }
 
 struct Shared {
     cancelled: Mutex<Cancellations>,
+    /// Per stage: raised when the request in hand is cancelled. The ASR
+    /// worker gives up on it (a final transcription no longer waits behind
+    /// a stale partial, a hung-up call frees the thread); other stages
+    /// finish their short jobs and the result is dropped.
+    abort: [AtomicBool; 3],
     depth: [AtomicUsize; 3],
     /// Per stage: when the job in hand started, in ms since `epoch` plus
     /// one (0: idle). A job in hand far too long means a hung worker.
@@ -135,6 +174,8 @@ struct Shared {
     epoch: Instant,
     /// Jobs dropped because their call or request was cancelled.
     dropped: AtomicUsize,
+    /// Of those, jobs given up half-way (the ASR worker's abort).
+    aborted: AtomicUsize,
 }
 
 /// Engine statistics for metrics and admission control.
@@ -144,6 +185,8 @@ pub struct PoolStats {
     pub intent_queued: usize,
     pub tts_queued: usize,
     pub cancelled_dropped: usize,
+    /// Requests given up half-way because they were cancelled while in hand.
+    pub aborted: usize,
 }
 
 pub struct EnginePool {
@@ -164,10 +207,12 @@ impl EnginePool {
         let paths = config.model_paths()?;
         let shared = Arc::new(Shared {
             cancelled: Mutex::new(Cancellations::default()),
+            abort: [AtomicBool::new(false), AtomicBool::new(false), AtomicBool::new(false)],
             depth: [AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)],
             busy_since: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
             epoch: Instant::now(),
             dropped: AtomicUsize::new(0),
+            aborted: AtomicUsize::new(0),
         });
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         let mut threads = Vec::new();
@@ -185,10 +230,12 @@ impl EnginePool {
             };
             let _ = ready.send(Ok(()));
             serve(asr_rx, &sh, Stage::Asr, |job| match job {
-                Job::Transcribe { audio, prompt, .. } => match session.transcribe(&audio, prompt.as_deref()) {
-                    Ok(t) => Ok(Done::Transcript(t.text)),
-                    Err(e) => Err(e.to_string()),
-                },
+                Job::Transcribe { audio, prompt, .. } => {
+                    match session.transcribe_abortable(&audio, prompt.as_deref(), Some(&sh.abort[Stage::Asr.index()])) {
+                        Ok(t) => Ok(Done::Transcript(t.text)),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 _ => Err("not an ASR job".into()),
             });
         }));
@@ -244,13 +291,9 @@ impl EnginePool {
 
     /// Queues work for a call; the result arrives on `reply` with the same id.
     pub fn submit(&self, call: CallId, id: RequestId, job: Job, reply: ReplyTo) -> Result<(), SubmitError> {
-        let stage = match job {
-            Job::Transcribe { .. } => Stage::Asr,
-            Job::Classify { .. } => Stage::Intent,
-            Job::Synthesize { .. } => Stage::Tts,
-        };
+        let stage = job.stage();
         let depth = &self.shared.depth[stage.index()];
-        if matches!(job, Job::Transcribe { optional: true, .. }) && depth.load(Ordering::SeqCst) > 0 {
+        if job.optional() && depth.load(Ordering::SeqCst) > 0 {
             return Err(SubmitError::Shed(stage));
         }
         depth.fetch_add(1, Ordering::SeqCst);
@@ -269,12 +312,18 @@ impl EnginePool {
     /// The result of this request is no longer wanted.
     pub fn cancel(&self, call: CallId, id: RequestId) {
         let mut c = self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        for stage in c.running_matching(|k, r| (k, r) == (call, id)) {
+            self.shared.abort[stage.index()].store(true, Ordering::SeqCst);
+        }
         c.requests.insert((call, id));
     }
 
     /// The call is over: drop all of its queued work.
     pub fn end_call(&self, call: CallId) {
         let mut c = self.shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+        for stage in c.running_matching(|k, _| k == call) {
+            self.shared.abort[stage.index()].store(true, Ordering::SeqCst);
+        }
         c.requests.retain(|(k, _)| *k != call);
         if c.ended.insert(call) {
             c.ended_order.push_back(call);
@@ -293,6 +342,7 @@ impl EnginePool {
             intent_queued: d(Stage::Intent),
             tts_queued: d(Stage::Tts),
             cancelled_dropped: self.shared.dropped.load(Ordering::SeqCst),
+            aborted: self.shared.aborted.load(Ordering::SeqCst),
         }
     }
 
@@ -343,12 +393,14 @@ impl Drop for EnginePool {
 }
 
 /// The intent worker: every Classify request waiting in the queue (up to
-/// [`MAX_BATCH`]) is classified together, one decode for all of them.
+/// [`MAX_BATCH`]) is classified together, one decode for all of them, each
+/// from its call's warm draft; then the waiting drafts are warmed (only the
+/// latest of each call).
 fn serve_intent<'m>(
     rx: Receiver<Envelope>,
     shared: &Shared,
     model: &'m IntentModel,
-    classifiers: &mut HashMap<(String, u32), super::intent::IntentClassifier<'m>>,
+    classifiers: &mut HashMap<(String, u32), IntentClassifier<'m>>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -360,28 +412,25 @@ fn serve_intent<'m>(
         }
         shared.depth[Stage::Intent.index()].fetch_sub(batch.len(), Ordering::SeqCst);
         let mut live = Vec::with_capacity(batch.len());
+        let mut warm: Vec<Envelope> = Vec::new();
         for env in batch {
             let cancelled = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).take(env.call, env.id);
             if cancelled {
                 shared.dropped.fetch_add(1, Ordering::SeqCst);
+            } else if matches!(env.job, Job::WarmIntent { .. }) {
+                warm.retain(|w| w.call != env.call);
+                warm.push(env);
             } else {
                 live.push(env);
             }
         }
+        shared.set_busy(Stage::Intent, true);
         // Requests of one flow share a classifier and its cached prompt.
         while !live.is_empty() {
-            let key = match &live[0].job {
-                Job::Classify { flow, .. } => (flow.name.clone(), flow.version),
-                _ => (String::new(), 0),
-            };
-            let (group, rest): (Vec<Envelope>, Vec<Envelope>) = live.into_iter().partition(|e| match &e.job {
-                Job::Classify { flow, .. } => (flow.name.clone(), flow.version) == key,
-                _ => key.0.is_empty(),
-            });
+            let key = flow_key(&live[0].job);
+            let (group, rest): (Vec<Envelope>, Vec<Envelope>) = live.into_iter().partition(|e| flow_key(&e.job) == key);
             live = rest;
-            shared.set_busy(Stage::Intent, true);
             let results = classify_group(model, classifiers, &group);
-            shared.set_busy(Stage::Intent, false);
             for (env, result) in group.into_iter().zip(results) {
                 let result = match result {
                     Ok(intent) => EngineResult::Intent { id: env.id, intent },
@@ -393,33 +442,57 @@ fn serve_intent<'m>(
                 let _ = env.reply.send(result);
             }
         }
+        for env in warm {
+            let Job::WarmIntent { flow, text } = &env.job else { continue };
+            if let Err(error) = classifier_for(model, classifiers, flow).and_then(|c| c.warm(env.call, text).map_err(|e| e.to_string())) {
+                tracing::debug!(call = env.call, %error, "warming the intent draft failed");
+            }
+        }
+        shared.set_busy(Stage::Intent, false);
     }
+}
+
+fn flow_key(job: &Job) -> Option<(String, u32)> {
+    match job {
+        Job::Classify { flow, .. } | Job::WarmIntent { flow, .. } => Some((flow.name.clone(), flow.version)),
+        _ => None,
+    }
+}
+
+/// The flow's classifier, made (its prompt evaluated) on first use.
+fn classifier_for<'c, 'm>(
+    model: &'m IntentModel,
+    classifiers: &'c mut HashMap<(String, u32), IntentClassifier<'m>>,
+    flow: &Flow,
+) -> Result<&'c mut IntentClassifier<'m>, String> {
+    let key = (flow.name.clone(), flow.version);
+    if !classifiers.contains_key(&key) {
+        let clf = model.classifier(flow).map_err(|e| e.to_string())?;
+        classifiers.insert(key.clone(), clf);
+    }
+    Ok(classifiers.get_mut(&key).expect("inserted above"))
 }
 
 fn classify_group<'m>(
     model: &'m IntentModel,
-    classifiers: &mut HashMap<(String, u32), super::intent::IntentClassifier<'m>>,
+    classifiers: &mut HashMap<(String, u32), IntentClassifier<'m>>,
     group: &[Envelope],
 ) -> Vec<Result<IntentResult, String>> {
     let Some(Job::Classify { flow, .. }) = group.first().map(|e| &e.job) else {
         return group.iter().map(|_| Err("not an intent job".to_string())).collect();
     };
-    let key = (flow.name.clone(), flow.version);
-    if !classifiers.contains_key(&key) {
-        match model.classifier(flow) {
-            Ok(clf) => drop(classifiers.insert(key.clone(), clf)),
-            Err(e) => return group.iter().map(|_| Err(e.to_string())).collect(),
-        }
-    }
-    let clf = classifiers.get_mut(&key).expect("inserted above");
-    let texts: Vec<&str> = group
+    let clf = match classifier_for(model, classifiers, flow) {
+        Ok(c) => c,
+        Err(e) => return group.iter().map(|_| Err(e.clone())).collect(),
+    };
+    let requests: Vec<(Option<u64>, &str)> = group
         .iter()
         .map(|e| match &e.job {
-            Job::Classify { text, .. } => text.as_str(),
-            _ => "",
+            Job::Classify { text, .. } => (Some(e.call), text.as_str()),
+            _ => (None, ""),
         })
         .collect();
-    match clf.classify_batch(&texts) {
+    match clf.classify_drafted(&requests) {
         Ok(decisions) => decisions
             .into_iter()
             .map(|d| Ok(IntentResult { label: d.label, confidence: d.confidence, margin: d.margin }))
@@ -439,17 +512,31 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 
 /// A worker's loop: take a request, skip it if cancelled, run it, reply.
 fn serve(rx: Receiver<Envelope>, shared: &Shared, stage: Stage, mut run: impl FnMut(Job) -> Result<Done, String>) {
+    let abort = &shared.abort[stage.index()];
     while let Ok(env) = rx.recv() {
         shared.depth[stage.index()].fetch_sub(1, Ordering::SeqCst);
-        let cancelled = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).take(env.call, env.id);
-        if cancelled {
-            shared.dropped.fetch_add(1, Ordering::SeqCst);
-            continue;
+        {
+            let mut c = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
+            if c.take(env.call, env.id) {
+                shared.dropped.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            c.running[stage.index()] = Some((env.call, env.id));
+            abort.store(false, Ordering::SeqCst);
         }
         let id = env.id;
         shared.set_busy(stage, true);
         let outcome = run(env.job);
         shared.set_busy(stage, false);
+        shared.cancelled.lock().unwrap_or_else(|e| e.into_inner()).running[stage.index()] = None;
+        if abort.swap(false, Ordering::SeqCst) {
+            // Cancelled while in hand: nobody wants the result.
+            shared.dropped.fetch_add(1, Ordering::SeqCst);
+            if outcome.is_err() {
+                shared.aborted.fetch_add(1, Ordering::SeqCst);
+            }
+            continue;
+        }
         let result = match outcome {
             Ok(Done::Transcript(text)) => EngineResult::Transcript { id, text },
             Ok(Done::Speech(audio)) => EngineResult::Speech { id, audio },

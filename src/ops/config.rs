@@ -21,6 +21,7 @@ use crate::models::{default_models_dir, Manifest};
 use crate::ops::logging::LoggingConfig;
 use crate::call::router::RouterConfig;
 use crate::ops::network_config::{ClusterConfig, CollectorConfig, HttpConfig, SipConfig};
+use crate::ops::webrtc_config::WebrtcConfig;
 
 const EMBEDDED: &str = include_str!("../../configs/voice-edge.toml");
 
@@ -97,6 +98,7 @@ pub struct Config {
     pub router: RouterConfig,
     pub cluster: ClusterConfig,
     pub collector: CollectorConfig,
+    pub webrtc: WebrtcConfig,
     /// Where the config came from, for messages.
     #[serde(skip)]
     pub origin: String,
@@ -156,6 +158,7 @@ impl Config {
         self.router.validate()?;
         self.cluster.validate()?;
         self.collector.validate()?;
+        self.webrtc.validate()?;
         if self.asr.model.trim().is_empty() {
             return Err("asr.model: must name a model or a file".into());
         }

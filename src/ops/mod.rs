@@ -6,3 +6,4 @@ pub mod logging;
 pub mod metrics;
 pub mod network_config;
 pub mod systemd;
+pub mod webrtc_config;

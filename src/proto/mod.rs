@@ -22,3 +22,6 @@ pub mod openai;
 pub mod rtp;
 pub mod sdp;
 pub mod sip;
+pub mod webrtc_audio;
+pub mod whip;
+pub mod widget;

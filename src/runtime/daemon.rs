@@ -201,12 +201,19 @@ async fn run(
     let sip_addrs = sip.local_addrs();
     let sip_task = tokio::spawn(sip.run());
 
-    // HTTP: metrics and health.
+    // HTTP: metrics and health, and the browser widget when enabled.
     let readiness = Arc::new(super::http::Readiness::default());
     let mut http_task = None;
+    let mut webrtc = None;
     if let Some(addr) = cfg.http.listen {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind { what: "HTTP", addr, source })?;
-        let router = super::http::router(super::http::HttpState { metrics: metrics.clone(), readiness: readiness.clone() });
+        let mut router = super::http::router(super::http::HttpState { metrics: metrics.clone(), readiness: readiness.clone() });
+        if cfg.webrtc.enabled {
+            let service = super::webrtc::WebrtcService::new(node.clone(), cfg.webrtc.clone());
+            router = router.merge(super::webrtc::routes(service.clone()));
+            webrtc = Some(service);
+            tracing::info!(%addr, "browser widget on http://{addr}/ (WebRTC sessions at /webrtc/sessions)");
+        }
         let mut stop = stop_rx.clone();
         http_task = Some(tokio::spawn(super::http::serve(listener, router, async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -247,7 +254,12 @@ async fn run(
     readiness.set_draining(true);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let _ = sip_control.send(SipControl::Drain { deadline, done: done_tx }).await;
-    let _ = done_rx.await;
+    let webrtc_drain = async {
+        if let Some(service) = &webrtc {
+            service.drain(deadline).await;
+        }
+    };
+    let (_, _) = tokio::join!(done_rx, webrtc_drain);
     let _ = sip_task.await;
     match node.sink.commit().await {
         Ok(seq) => tracing::info!(durable_seq = seq, "outcome spool committed"),

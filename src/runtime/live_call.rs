@@ -158,6 +158,9 @@ pub struct LiveCall {
     answered_at: SystemTime,
 }
 
+/// The request id of intent warm-ups (no result comes back for them).
+const WARM_REQUEST: RequestId = 0;
+
 impl LiveCall {
     /// Answers: the call starts (greeting, timers) at `now`; `answered_at`
     /// is the same moment on the wall clock, for the outcome records.
@@ -189,6 +192,13 @@ impl LiveCall {
             started: now,
             answered_at,
         }
+    }
+
+    /// For channels that collect the rating themselves (see
+    /// [`Call::set_keypad_survey`]).
+    pub fn without_keypad_survey(mut self) -> Self {
+        self.call.set_keypad_survey(false);
+        self
     }
 
     pub fn id(&self) -> CallId {
@@ -293,6 +303,10 @@ impl LiveCall {
                     self.submit(now, id, Job::Transcribe { audio, prompt, optional: partial })
                 }
                 Output::Command(Command::Classify { id, text }) => self.submit(now, id, Job::Classify { flow: self.flow.clone(), text }),
+                Output::Command(Command::WarmIntent { text }) => {
+                    // Best effort: shed when the intent stage is busy; no result.
+                    let _ = self.pool.submit(self.id, WARM_REQUEST, Job::WarmIntent { flow: self.flow.clone(), text }, self.reply_tx.clone());
+                }
                 Output::Command(Command::Synthesize { id, text }) => self.submit(now, id, Job::Synthesize { text }),
                 Output::Command(Command::Cancel { id }) => match self.escalations.remove(&id) {
                     Some(task) => task.abort(),

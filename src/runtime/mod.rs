@@ -15,4 +15,6 @@ pub mod outcome_sink;
 pub mod http;
 pub mod scripted_call;
 pub mod sip;
+pub mod talk;
 pub mod shipper;
+pub mod webrtc;
