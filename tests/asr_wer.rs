@@ -1,4 +1,4 @@
-//! Word error rate of the default recogniser (whisper tiny.en) on a fixed,
+//! Word error rate of the default recogniser (whisper tiny.en, Q8_0 weights) on a fixed,
 //! named subset of real recordings (tests/data/wer_subset.tsv: Asterisk's
 //! telephone prompts and other human speech). Numbers and punctuation are
 //! normalised before scoring. Prints every error; fails at 10% or more.

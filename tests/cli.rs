@@ -72,7 +72,7 @@ fn models_list_shows_every_manifest_model() {
     let o = voice_edge(&["models", "list"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    for name in ["whisper-tiny.en", "qwen2.5-coder-1.5b-instruct-q4_k_m"] {
+    for name in ["whisper-tiny.en-q8_0", "whisper-tiny.en", "qwen2.5-coder-1.5b-instruct-q4_k_m"] {
         assert!(out.contains(name), "{out}");
     }
 }

@@ -50,7 +50,7 @@ pub struct AsrConfig {
 impl Default for AsrConfig {
     fn default() -> Self {
         AsrConfig {
-            model: "whisper-tiny.en".into(),
+            model: "whisper-tiny.en-q8_0".into(),
             threads: 2,
             language: "en".into(),
             reduced_audio_ctx: true,

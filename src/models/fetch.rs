@@ -20,8 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use super::ct2_ggml::{self, ConvertError};
+use super::ggml_quantize::{self, QuantizeError};
 use super::manifest::{
-    split_apt_spec, split_pip_spec, ConvertKind, FetchSet, Manifest, ModelEntry,
+    split_apt_spec, split_pip_spec, ConvertKind, FetchSet, Manifest, ModelEntry, Quantize,
 };
 use super::tar::{self, TarError};
 
@@ -84,6 +85,12 @@ pub enum FetchError {
         model: String,
         #[source]
         source: ConvertError,
+    },
+    #[error("model `{model}`: quantization failed: {source}")]
+    Quantize {
+        model: String,
+        #[source]
+        source: QuantizeError,
     },
 }
 
@@ -296,14 +303,25 @@ fn fetch_one(m: &ModelEntry, dir: &Path, opts: &FetchOptions) -> Result<FetchedM
             let mel = sources.materialize(m, &c.mel_filters, staging.path())?;
             let tok = sources.materialize(m, &c.tokenizer, staging.path())?;
             let pb = bar(opts, 0, &format!("convert {}", m.file));
+            // Quantized models are converted to f16 first, beside the sources.
+            let converted = match c.quantize {
+                None => tmp.path().to_path_buf(),
+                Some(_) => staging.path().join("converted-f16.bin"),
+            };
             match c.kind {
                 ConvertKind::Ct2WhisperToGgml => {
-                    ct2_ggml::convert_ct2_whisper_with_progress(&asm, &mel, &tok, tmp.path(), &pb)
+                    ct2_ggml::convert_ct2_whisper_with_progress(&asm, &mel, &tok, &converted, &pb)
                         .map_err(|source| FetchError::Convert {
                         model: m.name.clone(),
                         source,
                     })?
                 }
+            }
+            if let Some(Quantize::Q8_0) = c.quantize {
+                pb.set_message(format!("quantize {}", m.file));
+                ggml_quantize::quantize_whisper_q8_0(&converted, tmp.path())
+                    .map_err(|source| FetchError::Quantize { model: m.name.clone(), source })?;
+                let _ = fs::remove_file(&converted);
             }
             pb.finish_and_clear();
             let _ = fs::remove_file(&asm);
@@ -1338,5 +1356,18 @@ tokenizer = "./assets-9/a/vocab.tiktoken"
         )
         .unwrap_err();
         assert!(matches!(err, FetchError::ChecksumMismatch { .. }), "{err}");
+
+        // `quantize = "q8_0"`: the converted file, then quantized.
+        let direct_q8 = pkgs.path().join("direct-q8.bin");
+        ggml_quantize::quantize_whisper_q8_0(&direct, &direct_q8).unwrap();
+        let want_q8 = fs::read(&direct_q8).unwrap();
+        assert_ne!(want_q8, want);
+        let q8 = text
+            .replace(&sha_hex(&want), &sha_hex(&want_q8))
+            .replace(&format!("size = {}", want.len()), &format!("size = {}", want_q8.len()))
+            .replace("ggml-x.bin", "ggml-x-q8.bin")
+            + "quantize = \"q8_0\"\n";
+        fetch(&Manifest::parse(&q8, "t").unwrap(), FetchSet::All, models.path(), &opts).unwrap();
+        assert_eq!(fs::read(models.path().join("ggml-x-q8.bin")).unwrap(), want_q8);
     }
 }

@@ -152,6 +152,17 @@ pub struct Convert {
     pub mel_filters: String,
     /// Path of the tiktoken vocabulary inside the sdist.
     pub tokenizer: String,
+    /// Quantize the converted weights (`"q8_0"`); unset: keep f16.
+    #[serde(default)]
+    pub quantize: Option<Quantize>,
+}
+
+/// Weight quantizations the fetcher applies after converting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Quantize {
+    /// ggml Q8_0: blocks of 32 i8 with an f16 scale (`models::ggml_quantize`).
+    #[serde(rename = "q8_0")]
+    Q8_0,
 }
 
 /// One model of the manifest.
@@ -446,6 +457,7 @@ parts = ["pkg_a/m.gguf"]
         assert_eq!(
             names,
             [
+                "whisper-tiny.en-q8_0",
                 "whisper-tiny.en",
                 "whisper-base",
                 "qwen2.5-coder-1.5b-instruct-q4_k_m",
@@ -461,14 +473,16 @@ parts = ["pkg_a/m.gguf"]
         };
         assert_eq!(
             set(FetchSet::Test),
-            ["whisper-tiny.en", "qwen2.5-coder-1.5b-instruct-q4_k_m"]
+            ["whisper-tiny.en-q8_0", "qwen2.5-coder-1.5b-instruct-q4_k_m"]
         );
         assert_eq!(set(FetchSet::Default), set(FetchSet::Test));
-        assert_eq!(set(FetchSet::All).len(), 5);
+        assert_eq!(set(FetchSet::All).len(), 6);
         let tiny = m.get("whisper-tiny.en").unwrap();
         assert_eq!(tiny.kind, ModelKind::Asr);
         assert_eq!(tiny.size, 77_704_698);
-        assert!(tiny.convert.is_some());
+        assert!(tiny.convert.as_ref().is_some_and(|c| c.quantize.is_none()));
+        let q8 = m.get("whisper-tiny.en-q8_0").unwrap();
+        assert_eq!(q8.convert.as_ref().and_then(|c| c.quantize), Some(Quantize::Q8_0));
         let qwen = m.get("qwen2.5-coder-1.5b-instruct-q4_k_m").unwrap();
         assert_eq!(qwen.source.parts.len(), 22);
         assert_eq!(qwen.source.pip.len(), 22);

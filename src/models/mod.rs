@@ -9,10 +9,12 @@
 //!
 //! Sub-modules: [`manifest`] (types, parsing, validation), [`fetch`]
 //! (download/assemble/convert/verify), [`ct2_ggml`] (the converter),
-//! [`npy`] (`.npy`/`.npz` reader) and [`tar`] (minimal tar reader).
+//! [`ggml_quantize`] (f16 -> Q8_0 weights), [`npy`] (`.npy`/`.npz` reader)
+//! and [`tar`] (minimal tar reader).
 
 pub mod ct2_ggml;
 pub mod fetch;
+pub mod ggml_quantize;
 pub mod manifest;
 pub mod npy;
 pub mod tar;

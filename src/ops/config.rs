@@ -238,7 +238,7 @@ mod tests {
     #[test]
     fn embedded_defaults_parse() {
         let cfg = Config::embedded().unwrap();
-        assert_eq!(cfg.asr.model, "whisper-tiny.en");
+        assert_eq!(cfg.asr.model, "whisper-tiny.en-q8_0");
         assert_eq!(cfg.flows.default, "retail");
         cfg.default_flow().unwrap();
     }
