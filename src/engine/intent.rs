@@ -373,7 +373,10 @@ impl<'m> IntentClassifier<'m> {
         }
         let kv = |e: llama_cpp_2::context::kv_cache::KvCacheConversionError| IntentError::KvCache(e.to_string());
         let d = if self.drafts.len() < MAX_WARM {
-            let seq = self.first_draft_seq + self.drafts.len() as i32;
+            // the lowest sequence no draft holds (a failed draft gives its own back)
+            let seq = (self.first_draft_seq..)
+                .find(|s| self.drafts.iter().all(|d| d.seq != *s))
+                .expect("fewer drafts than sequences");
             self.drafts.push(Draft { key, seq, tokens: Vec::new(), last_used: self.uses });
             self.drafts.len() - 1
         } else {
