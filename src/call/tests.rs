@@ -200,6 +200,18 @@ impl Sim {
             .collect()
     }
 
+    /// The final (non-partial) transcriptions requested so far: id and
+    /// length of the audio sent.
+    fn final_transcriptions(&self) -> Vec<(RequestId, usize)> {
+        self.commands()
+            .into_iter()
+            .filter_map(|(_, c)| match c {
+                Command::Transcribe { id, partial: false, audio, .. } => Some((id, audio.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn commands(&self) -> Vec<(f64, Command)> {
         self.log
             .iter()
@@ -328,27 +340,12 @@ fn caller_going_on_discards_the_speculative_answer() {
     sim.latency.final_ms = 400; // still in flight when the caller resumes
     sim.run(&speech(), 800);
     sim.run(&silence(), 160); // speculation starts at 120 ms
-    let speculative = sim
-        .commands()
-        .into_iter()
-        .find_map(|(_, c)| match c {
-            Command::Transcribe { id, partial: false, audio, .. } => Some((id, audio.len())),
-            _ => None,
-        })
-        .expect("speculative final");
+    let speculative = *sim.final_transcriptions().first().expect("speculative final");
     sim.run(&speech(), 600);
     assert!(sim.commands().iter().any(|(_, c)| *c == Command::Cancel { id: speculative.0 }), "speculation cancelled");
     assert_eq!(sim.call.counters().speculation_discarded, 1);
     sim.run(&silence(), 1500);
-    let last_final = sim
-        .commands()
-        .into_iter()
-        .filter_map(|(_, c)| match c {
-            Command::Transcribe { partial: false, audio, .. } => Some(audio.len()),
-            _ => None,
-        })
-        .last()
-        .unwrap();
+    let (_, last_final) = *sim.final_transcriptions().last().unwrap();
     assert!(last_final > speculative.1 + 16_000 / 2, "the final covers all the speech");
     assert_eq!(sim.turns().len(), 1);
     // the caller's pause became part of their pause profile
@@ -362,26 +359,10 @@ fn caller_going_on_after_the_endpoint_continues_the_same_utterance() {
     sim.run(&speech(), 800);
     sim.run(&silence(), 700); // the endpoint fires (base 300 ms)
     assert_eq!(sim.call.state(), CallState::Thinking, "the endpoint fired");
-    let first = sim
-        .commands()
-        .into_iter()
-        .filter_map(|(_, c)| match c {
-            Command::Transcribe { partial: false, audio, .. } => Some(audio.len()),
-            _ => None,
-        })
-        .last()
-        .unwrap();
+    let (_, first) = *sim.final_transcriptions().last().unwrap();
     sim.run(&speech(), 600); // "... where is it?"
     sim.run(&silence(), 4000);
-    let last = sim
-        .commands()
-        .into_iter()
-        .filter_map(|(_, c)| match c {
-            Command::Transcribe { partial: false, audio, .. } => Some(audio.len()),
-            _ => None,
-        })
-        .last()
-        .unwrap();
+    let (_, last) = *sim.final_transcriptions().last().unwrap();
     assert!(last >= first + 16_000 / 2, "the final covers both parts: {last} samples after {first}");
     assert_eq!(sim.turns().len(), 1, "one turn, not two");
 }

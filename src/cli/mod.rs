@@ -321,8 +321,7 @@ fn record_outcomes(cfg: &Config, summary: &crate::runtime::live_call::CallSummar
     use crate::runtime::live_call::CallOrigin;
     let ms = summary.answered_at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
     let call_id = format!("cli-{ms}");
-    let origin = CallOrigin { node_id: &cfg.node.id, call_id: &call_id, channel: crate::outcome::event::Channel::Local, trunk_or_site: "cli", number: "local" };
-    let events = summary.outcome_events(origin)?;
+    let events = summary.outcome_events(CallOrigin::local(&cfg.node.id, &call_id, "cli"))?;
     let dir = cfg.collector.spool_dir();
     let (mut spool, _) = Spool::open(SpoolConfig::new(dir.clone())).with_context(|| format!("opening the outcome spool {}", dir.display()))?;
     let now = std::time::Instant::now();

@@ -16,9 +16,8 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::ct2_ggml::{f16_to_f32, f32_to_f16};
+use super::ct2_ggml::{f16_to_f32, f32_to_f16, GGML_MAGIC};
 
-const GGML_MAGIC: u32 = 0x6767_6d6c;
 const GGML_TYPE_F32: i32 = 0;
 const GGML_TYPE_F16: i32 = 1;
 const GGML_TYPE_Q8_0: i32 = 8;

@@ -105,6 +105,13 @@ pub struct CallOrigin<'a> {
     pub number: &'a str,
 }
 
+impl<'a> CallOrigin<'a> {
+    /// A call placed on this machine (`voice-edge call`, `talk`, tests).
+    pub fn local(node_id: &'a str, call_id: &'a str, trunk_or_site: &'a str) -> Self {
+        CallOrigin { node_id, call_id, channel: Channel::Local, trunk_or_site, number: "local" }
+    }
+}
+
 impl CallSummary {
     /// The call's outcome events: one per turn, then the call's.
     pub fn outcome_events(&self, origin: CallOrigin<'_>) -> Result<Vec<OutcomeEvent>, EventError> {

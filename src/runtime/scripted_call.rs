@@ -19,7 +19,6 @@ use super::live_call::{CallOrigin, CallServices, CallSummary, LiveCall, LiveOutp
 use crate::call::{CallConfig, CallState};
 use crate::engine::pool::CallId;
 use crate::flow::Flow;
-use crate::outcome::event::Channel;
 use crate::media::vad::VadConfig;
 use crate::media::FRAME_SAMPLES;
 
@@ -49,7 +48,7 @@ impl CallReport {
     /// The call's outcome events (one per turn, then the call's), as a
     /// local-channel call on `trunk_or_site`.
     pub fn outcome_events(&self, node_id: &str, call_id: &str, trunk_or_site: &str) -> Result<Vec<crate::outcome::OutcomeEvent>, crate::outcome::EventError> {
-        self.summary.outcome_events(CallOrigin { node_id, call_id, channel: Channel::Local, trunk_or_site, number: "local" })
+        self.summary.outcome_events(CallOrigin::local(node_id, call_id, trunk_or_site))
     }
 }
 

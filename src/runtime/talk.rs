@@ -23,7 +23,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -72,7 +72,7 @@ pub struct AudioDevices {
     playback_rate: u32,
     /// Agent samples the speaker has taken (at the device rate).
     played: Arc<AtomicU64>,
-    /// Capture chunks dropped because the driver stalled.
+    /// Capture chunks the driver never took (sent after it stopped).
     overruns: Arc<AtomicU64>,
     capture: Stream,
     speaker: Stream,
@@ -110,10 +110,8 @@ impl AudioDevices {
         // runs ahead of real time (file-backed) waits; a live one would
         // overrun either way.
         let deliver = move |mono: Vec<f32>| {
-            if let Err(TrySendError::Full(mono)) = tx.try_send(mono) {
-                if tx.send(mono).is_err() {
-                    dropped.fetch_add(1, Ordering::Relaxed);
-                }
+            if tx.send(mono).is_err() {
+                dropped.fetch_add(1, Ordering::Relaxed);
             }
         };
         let capture = match in_format {
@@ -215,7 +213,9 @@ pub struct TalkReport {
     pub summary: CallSummary,
     /// Agent audio the speaker took, in ms.
     pub agent_audio_played_ms: u64,
-    /// Device chunks lost because the driver fell behind.
+    /// Capture chunks the driver never took (delivered after it stopped).
+    /// A driver that falls behind holds the device back instead; a live
+    /// device then overruns, which cpal reports as a stream error (logged).
     pub capture_overruns: u64,
     /// Ticks that found less than a frame of captured audio.
     pub capture_underruns: u64,
