@@ -10,7 +10,7 @@
 //! call (cores) and resident memory per call. Each N runs `CALL_LOAD_ROUNDS`
 //! times (default 3), the conversations rotating between the calls. Default
 //! models and config, or `VOICE_EDGE_CONFIG=FILE`. Results:
-//! docs/PERFORMANCE.md.
+//! docs/PERFORMANCE.md. `CALL_LOAD_TURNS=1` also prints every turn's stages.
 //!
 //!     cargo bench --bench call_load
 
@@ -116,6 +116,21 @@ fn main() {
         }
         let wall = wall0.elapsed().as_secs_f64();
         let cpu = cpu_seconds() - cpu0;
+        if std::env::var_os("CALL_LOAD_TURNS").is_some() {
+            for t in reports.iter().flat_map(|r| &r.summary.turns) {
+                let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+                eprintln!(
+                    "turn: v2v {} eou {:.0} asr {} intent {} tts {} filler {} {:?}",
+                    ms(t.voice_to_voice_ms),
+                    t.end_of_utterance_ms,
+                    ms(t.asr_ms),
+                    ms(t.intent_ms),
+                    ms(t.tts_ms),
+                    t.filler,
+                    t.transcript
+                );
+            }
+        }
         let mut v2v: Vec<f64> = reports.iter().flat_map(|r| r.summary.turns.iter().filter_map(|t| t.voice_to_voice_ms)).collect();
         let turns: usize = reports.iter().map(|r| r.summary.turns.len()).sum();
         let refused: u32 = reports.iter().map(|r| r.summary.refused).sum();

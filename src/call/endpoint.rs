@@ -5,8 +5,13 @@
 //! `base_silence_ms` and adapts:
 //!
 //! * to the caller: pauses the caller made *inside* turns (they went quiet
-//!   and then carried on) are tracked as an exponentially weighted average;
-//!   a slow, pausing speaker gets more room (1.5x their typical pause);
+//!   and then carried on) are tracked as an exponentially weighted average
+//!   that starts from a prior (the pause `base_silence_ms` already covers),
+//!   so one long pause moves it part of the way and a habit moves it all
+//!   the way; a slow, pausing speaker gets more room (1.5x their typical
+//!   pause). A pause after words that looked unfinished ("Hi," / "my
+//!   order number is") is explained by what was said, which the rule below
+//!   covers, and says nothing about the caller's pace: it is not counted;
 //! * to what was said: when the latest partial transcript looks unfinished
 //!   (it ends in a connective such as "and" / "my" / "um", or holds fewer
 //!   digits than the pending slot needs, e.g. half an order number), the
@@ -70,10 +75,13 @@ const CONNECTIVES: &[&str] = &[
     "erm", "with", "from", "about", "it's", "its",
 ];
 
+/// Room given beyond a caller's typical in-turn pause.
+const PAUSE_ROOM: f32 = 1.5;
+
 #[derive(Debug, Clone)]
 pub struct Endpointer {
     cfg: EndpointingConfig,
-    /// Average in-turn pause of this caller, ms (None until one is seen).
+    /// Average in-turn pause of this caller, ms (None until one is counted).
     typical_pause_ms: Option<f32>,
 }
 
@@ -86,14 +94,18 @@ impl Endpointer {
         &self.cfg
     }
 
-    /// The caller paused for `pause_ms` and then kept talking.
-    pub fn observe_in_turn_pause(&mut self, pause_ms: u32) {
-        let p = pause_ms as f32;
-        let rate = self.cfg.pause_adapt_rate;
-        self.typical_pause_ms = Some(match self.typical_pause_ms {
-            None => p,
-            Some(avg) => avg + rate * (p - avg),
-        });
+    /// The caller paused for `pause_ms` after saying `words_before` (the
+    /// latest transcript of the turn so far) and then kept talking.
+    /// Returns whether the pause was counted in the caller's pace.
+    pub fn observe_in_turn_pause(&mut self, pause_ms: u32, words_before: &str, pending_slot_min_digits: usize) -> bool {
+        if looks_unfinished(words_before, pending_slot_min_digits) {
+            return false;
+        }
+        // The prior: the longest pause the base threshold already leaves room for.
+        let prior = self.cfg.base_silence_ms as f32 / PAUSE_ROOM;
+        let avg = self.typical_pause_ms.unwrap_or(prior);
+        self.typical_pause_ms = Some(avg + self.cfg.pause_adapt_rate * (pause_ms as f32 - avg));
+        true
     }
 
     pub fn typical_pause_ms(&self) -> Option<f32> {
@@ -105,7 +117,7 @@ impl Endpointer {
     pub fn silence_needed_ms(&self, partial: &str, pending_slot_min_digits: usize) -> u32 {
         let mut needed = self.cfg.base_silence_ms as f32;
         if let Some(pause) = self.typical_pause_ms {
-            needed = needed.max(pause * 1.5);
+            needed = needed.max(pause * PAUSE_ROOM);
         }
         if looks_unfinished(partial, pending_slot_min_digits) {
             needed += self.cfg.incomplete_extra_ms as f32;
@@ -114,14 +126,17 @@ impl Endpointer {
     }
 }
 
-/// Whether the words so far look like the caller has more to say.
+/// Whether the words so far look like the caller has more to say. The
+/// recogniser's punctuation counts: a trailing comma or ellipsis is
+/// unfinished, and a full stop, question or exclamation mark overrules a
+/// final connective ("... where my order is.").
 pub fn looks_unfinished(partial: &str, pending_slot_min_digits: usize) -> bool {
     let lower = partial.trim().to_lowercase();
+    let trailing_off = lower.ends_with(',') || lower.ends_with("...") || lower.ends_with('…');
+    let sentence_ended = !trailing_off && lower.ends_with(['.', '?', '!']);
     let last_word = lower.split_whitespace().last().map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '\''));
-    if let Some(w) = last_word {
-        if CONNECTIVES.contains(&w) || lower.ends_with(',') {
-            return true;
-        }
+    if trailing_off || (!sentence_ended && last_word.is_some_and(|w| CONNECTIVES.contains(&w))) {
+        return true;
     }
     if pending_slot_min_digits > 0 {
         let digits = crate::flow::slots::digits_in(&lower).map(|d| d.len()).unwrap_or(0);
@@ -148,6 +163,10 @@ mod tests {
         let e = Endpointer::new(EndpointingConfig::default());
         assert_eq!(e.silence_needed_ms("I want to return the shoes and", 0), 800);
         assert_eq!(e.silence_needed_ms("my order number is", 0), 800);
+        assert_eq!(e.silence_needed_ms("My order number is...", 0), 800);
+        assert_eq!(e.silence_needed_ms("Hi, and", 0), 800);
+        // the recogniser ended the sentence
+        assert_eq!(e.silence_needed_ms("I'm calling to find out where my order is.", 0), 300);
         // half an order number while a slot waits for six digits
         assert_eq!(e.silence_needed_ms("it's four five six", 6), 800);
         assert_eq!(e.silence_needed_ms("it's four five six seven eight nine", 6), 300);
@@ -156,12 +175,37 @@ mod tests {
     #[test]
     fn slow_callers_get_more_room_within_bounds() {
         let mut e = Endpointer::new(EndpointingConfig::default());
-        e.observe_in_turn_pause(400);
-        assert_eq!(e.silence_needed_ms("hello", 0), 600);
+        // One 600 ms pause moves the 200 ms prior 30% of the way: 320 ms.
+        assert!(e.observe_in_turn_pause(600, "I need help", 0));
+        assert_eq!(e.silence_needed_ms("hello", 0), 480);
+        // A habit moves it all the way: 1.5 x 600 ms.
         for _ in 0..20 {
-            e.observe_in_turn_pause(2000);
+            e.observe_in_turn_pause(600, "I need help", 0);
+        }
+        assert_eq!(e.silence_needed_ms("hello", 0), 900);
+        for _ in 0..20 {
+            e.observe_in_turn_pause(2000, "I need help", 0);
         }
         assert_eq!(e.silence_needed_ms("hello", 0), 1200, "clamped to max");
+    }
+
+    #[test]
+    fn short_pauses_shorten_nothing_below_base() {
+        let mut e = Endpointer::new(EndpointingConfig::default());
+        for _ in 0..20 {
+            e.observe_in_turn_pause(60, "well I", 0);
+        }
+        assert_eq!(e.silence_needed_ms("hello", 0), 300);
+    }
+
+    #[test]
+    fn pauses_explained_by_unfinished_words_do_not_set_the_pace() {
+        let mut e = Endpointer::new(EndpointingConfig::default());
+        assert!(!e.observe_in_turn_pause(700, "Hi,", 0));
+        assert!(!e.observe_in_turn_pause(900, "my order number is", 0));
+        assert!(!e.observe_in_turn_pause(900, "it's four five six", 6));
+        assert_eq!(e.typical_pause_ms(), None);
+        assert_eq!(e.silence_needed_ms("Where is my order?", 0), 300);
     }
 
     #[test]

@@ -813,7 +813,8 @@ impl Call {
         if speech {
             let gap = ms_between(last, now) as u32;
             if gap > 2 * FRAME_MS {
-                self.endpointer.observe_in_turn_pause(gap);
+                let (words, digits) = (self.words_so_far().to_owned(), self.pending_slot_min_digits());
+                self.endpointer.observe_in_turn_pause(gap, &words, digits);
             }
             if self.pending.is_some() {
                 self.discard_pending();
@@ -837,16 +838,19 @@ impl Call {
         if self.pending.is_none() && silence >= self.cfg.endpointing.speculate_after_ms {
             self.start_turn(now);
         }
-        // The speculative final transcript, once back, is fresher than the
-        // last partial (partials lag the audio by their decode time).
-        let words = self.pending.as_ref().and_then(|p| p.transcript.as_deref()).unwrap_or(&self.partial_text);
-        let needed = self.endpointer.silence_needed_ms(words, self.pending_slot_min_digits());
+        let needed = self.endpointer.silence_needed_ms(self.words_so_far(), self.pending_slot_min_digits());
         if silence >= needed {
             if self.pending.is_none() {
                 self.start_turn(now);
             }
             self.endpoint(now);
         }
+    }
+
+    /// The latest transcript of the turn so far: the speculative final once
+    /// back (partials lag the audio by their decode time), else the last partial.
+    fn words_so_far(&self) -> &str {
+        self.pending.as_ref().and_then(|p| p.transcript.as_deref()).unwrap_or(&self.partial_text)
     }
 
     /// Starts answering the utterance so far (speculatively until the endpoint).

@@ -322,6 +322,25 @@ fn unfinished_words_extend_the_endpoint() {
 }
 
 #[test]
+fn a_pause_after_unfinished_words_does_not_slow_the_caller_down() {
+    let mut sim = Sim::new().answered();
+    // "Hi, ..." then a 600 ms pause: the comma explains it.
+    sim.partial_text = "Hi,".into();
+    sim.final_text = "Hi,".into();
+    sim.run(&speech(), 600);
+    sim.run(&silence(), 600);
+    assert_eq!(sim.call.state(), CallState::CallerSpeaking, "a trailing comma waits longer than 600 ms");
+    sim.partial_text = "Hi, where is my".into();
+    sim.final_text = "Hi, where is my order?".into();
+    sim.run(&speech(), 800);
+    let speech_end = sim.ms();
+    sim.run(&silence(), 1500);
+    assert_eq!(sim.call.endpointer.typical_pause_ms(), None, "the pause was not counted as the caller's pace");
+    let thinking = sim.state_at(CallState::Thinking).unwrap();
+    assert!((thinking - speech_end - 300.0).abs() <= 20.0, "base endpoint, was {}", thinking - speech_end);
+}
+
+#[test]
 fn a_fresh_final_transcript_overrides_a_stale_partial() {
     let mut sim = Sim::new().answered();
     // The last partial lagged ("... is my"), the speculative final is complete.

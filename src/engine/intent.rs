@@ -346,6 +346,25 @@ impl<'m> IntentClassifier<'m> {
         }
     }
 
+    /// Drops `key`'s draft, if it has one.
+    pub fn forget(&mut self, key: DraftKey) -> Result<(), IntentError> {
+        if let Some(d) = self.drafts.iter().position(|d| d.key == key) {
+            let gone = self.drafts.swap_remove(d);
+            self.ctx.kv_cache_seq_rm(gone.seq, None, None).map_err(|e| IntentError::KvCache(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Runs a draft and a drafted classification once, so the first caller
+    /// does not pay for first use (buffers sized, cache pages touched).
+    pub fn warm_up(&mut self, utterance: &str) -> Result<(), IntentError> {
+        const WARM_UP: DraftKey = DraftKey::MAX;
+        let half: String = utterance.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+        let result = self.warm(WARM_UP, &half).and_then(|_| self.classify_drafted(&[(Some(WARM_UP), utterance)]));
+        self.forget(WARM_UP)?;
+        result.map(drop)
+    }
+
     fn extend_draft(&mut self, seq: i32, held: usize, common: usize, words: &[LlamaToken]) -> Result<(), IntentError> {
         let kv = |e: llama_cpp_2::context::kv_cache::KvCacheConversionError| IntentError::KvCache(e.to_string());
         if common < held {

@@ -4,6 +4,9 @@
 //! * Weights load once, in the worker threads, before [`EnginePool::start`]
 //!   returns; per-flow intent classifiers (with their cached prompt prefix)
 //!   are created once per flow and shared by every call on that flow.
+//!   Before the pool reports ready, whisper transcribes a second of silence
+//!   and each classifier runs a draft and a classification once, so the
+//!   first caller after a start does not pay for first use.
 //! * Each request carries its call id and request id; the result goes back
 //!   on the channel the caller gave with the request. Work for a cancelled
 //!   request or an ended call is dropped when a worker reaches it; a
@@ -37,6 +40,7 @@ use super::tts::Tts;
 use super::EngineLoadError;
 use crate::call::{EngineResult, IntentResult, RequestId};
 use crate::flow::Flow;
+use crate::media::ENGINE_RATE;
 use crate::ops::config::Config;
 
 pub type CallId = u64;
@@ -228,6 +232,10 @@ impl EnginePool {
                 Ok(s) => s,
                 Err(e) => return drop(ready.send(Err(e.into()))),
             };
+            // First use sizes whisper's buffers: pay it here, not on a call.
+            if let Err(e) = session.transcribe(&vec![0.0; ENGINE_RATE as usize], None) {
+                return drop(ready.send(Err(e.into())));
+            }
             let _ = ready.send(Ok(()));
             serve(asr_rx, &sh, Stage::Asr, |job| match job {
                 Job::Transcribe { audio, prompt, .. } => {
@@ -251,10 +259,16 @@ impl EnginePool {
             };
             let mut classifiers = HashMap::new();
             for flow in &warm {
-                match model.classifier(flow) {
-                    Ok(clf) => drop(classifiers.insert((flow.name.clone(), flow.version), clf)),
+                let mut clf = match model.classifier(flow) {
+                    Ok(clf) => clf,
                     Err(e) => return drop(ready.send(Err(e.into()))),
+                };
+                // First use of a draft and a classification, paid before any call.
+                let sample = flow.intents.iter().flat_map(|i| i.examples.first()).next().map_or("hello", String::as_str);
+                if let Err(e) = clf.warm_up(sample) {
+                    return drop(ready.send(Err(e.into())));
                 }
+                classifiers.insert((flow.name.clone(), flow.version), clf);
             }
             let _ = ready.send(Ok(()));
             serve_intent(intent_rx, &sh, &model, &mut classifiers);

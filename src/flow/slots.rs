@@ -6,11 +6,15 @@
 /// The longest run of digits in `text`, reading digit words, "oh"/"o" as zero,
 /// "double"/"triple" as repetition, and numerals. Separators that people and
 /// recognisers put between digit groups (spaces, commas, dashes, "and") do
-/// not break a run; any other word does.
+/// not break a run; any other word does. Words that sound like digits but
+/// are usually words ("to", "for", "oh") count only in a run that also has
+/// a real digit: "calling to find out" holds no number, "four oh five" does.
 pub fn digits_in(text: &str) -> Option<String> {
     let lower = text.to_lowercase();
     let mut best = String::new();
     let mut run = String::new();
+    // whether the run has a digit that is not also a common word
+    let mut run_certain = false;
     let mut repeat = 1usize;
     for raw in lower.split(|c: char| c.is_whitespace() || c == ',' || c == '-' || c == '.' || c == '?' || c == '!') {
         let word = raw.trim_matches(|c: char| !c.is_alphanumeric());
@@ -35,22 +39,27 @@ pub fn digits_in(text: &str) -> Option<String> {
                 for _ in 0..repeat {
                     run.push_str(&d);
                 }
+                run_certain |= !AMBIGUOUS_DIGIT_WORDS.contains(&word);
                 repeat = 1;
             }
             None => {
-                if run.len() > best.len() {
+                if run_certain && run.len() > best.len() {
                     best = std::mem::take(&mut run);
                 }
                 run.clear();
+                run_certain = false;
                 repeat = 1;
             }
         }
     }
-    if run.len() > best.len() {
+    if run_certain && run.len() > best.len() {
         best = run;
     }
     (!best.is_empty()).then_some(best)
 }
+
+/// Digit words that are more often ordinary words.
+const AMBIGUOUS_DIGIT_WORDS: &[&str] = &["oh", "o", "to", "too", "for"];
 
 fn digit_word(w: &str) -> Option<char> {
     Some(match w {
@@ -94,6 +103,10 @@ mod tests {
         // "to"/"for" count as digits only inside a run of digits
         assert_eq!(digits_in("I want to return order 123456 please").as_deref(), Some("123456"));
         assert_eq!(digits_in("nothing here"), None);
+        // digit-like words alone are words
+        assert_eq!(digits_in("Hi, I'm calling to find out where my order is."), None);
+        assert_eq!(digits_in("it's for my son, oh well"), None);
+        assert_eq!(digits_in("four oh five to seven").as_deref(), Some("40527"));
     }
 
     #[test]

@@ -77,13 +77,21 @@ pub fn run_scripted_call(
     let mut ended = false;
     let mut outputs = Vec::new();
 
+    // Engine results are fed the moment they arrive, between frames, as the
+    // SIP and WebRTC drivers do (a reply is not held for the next tick).
+    let waiter = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a timer runtime");
     let mut step = 0u64;
     loop {
         step += 1;
-        let due = t0 + FRAME * step as u32;
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
+        let due = tokio::time::Instant::from_std(t0 + FRAME * step as u32);
+        waiter.block_on(async {
+            loop {
+                tokio::select! {
+                    Some(result) = call.engine_results().recv() => call.engine_result(Instant::now(), result, &mut outputs),
+                    _ = tokio::time::sleep_until(due) => break,
+                }
+            }
+        });
         let now = Instant::now();
 
         // The caller's next frame.
