@@ -190,9 +190,8 @@ impl CallConfig {
     }
 }
 
-/// Where the conversation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where the conversation is. Serialized as [`CallState::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallState {
     Listening,
     CallerSpeaking,
@@ -205,7 +204,7 @@ pub enum CallState {
 }
 
 impl CallState {
-    /// The state's name as it appears in JSON (snake case).
+    /// The state's name in JSON, logs and the widget (snake case).
     pub fn as_str(self) -> &'static str {
         match self {
             CallState::Listening => "listening",
@@ -216,6 +215,12 @@ impl CallState {
             CallState::Survey => "survey",
             CallState::Ended => "ended",
         }
+    }
+}
+
+impl Serialize for CallState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

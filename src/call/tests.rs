@@ -973,3 +973,10 @@ fn cluster_settings_are_validated() {
     let cfg = CallConfig { cluster_history_messages: 1, ..Default::default() };
     assert!(cfg.validate().unwrap_err().contains("call.cluster_history_messages"));
 }
+
+#[test]
+fn call_states_serialize_as_their_names() {
+    let event = serde_json::to_value(CallEvent::State { state: CallState::CallerSpeaking }).unwrap();
+    assert_eq!(event, serde_json::json!({"event": "state", "state": "caller_speaking"}));
+    assert_eq!(serde_json::to_value(CallState::AgentSpeaking).unwrap(), "agent_speaking");
+}
